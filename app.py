@@ -1,0 +1,3 @@
+from xtag import create_app
+
+app = create_app()

@@ -1,0 +1,7 @@
+"""The browser admin: login and the pages marketers and admins use."""
+
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__)
+
+from xtag.admin import views  # noqa: E402,F401

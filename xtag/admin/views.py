@@ -1,0 +1,64 @@
+"""Admin views: thin, every decision made by the service or model layer."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from sqlalchemy import func, select
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired, Email
+
+from xtag.admin import bp
+from xtag.extensions import db, login_manager
+from xtag.models import ReceivedEvent, Site, User, utcnow
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email()])
+    password = PasswordField("Password", validators=[DataRequired()])
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only same-site relative paths; never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else None
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("admin.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = db.session.scalar(select(User).where(User.email == form.email.data.strip().lower()))
+        if user is not None and user.active and user.check_password(form.password.data):
+            login_user(user)
+            user.last_login_at = utcnow()
+            db.session.commit()
+            return redirect(safe_next(request.args.get("next")) or url_for("admin.index"))
+        flash("Wrong email or password.", "error")
+    return render_template("admin/login.html", form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    logout_user()
+    return redirect(url_for("admin.login"))
+
+
+@bp.route("/")
+@login_required
+def index():
+    sites = db.session.scalars(select(Site).order_by(Site.name)).all()
+    received = db.session.scalar(select(func.count(ReceivedEvent.id))) or 0
+    return render_template("admin/index.html", sites=sites, received=received)

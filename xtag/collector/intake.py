@@ -1,0 +1,294 @@
+"""Turn a collector request body into validated, enriched, PII-free events.
+
+Pure functions over plain data (no Flask, RQ or database), so every rule of
+the collector contract can be tested directly and reused by the bench.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from xtag import identity
+
+MESSAGE_LIMIT = 32 * 1024
+BATCH_LIMIT = 500 * 1024
+BATCH_MAX_MESSAGES = 2500
+TYPES = ("track", "page", "identify", "screen", "group", "alias")
+NAME_MAX = 200
+ID_MAX = 200
+ADVERTISING = {"advertising", "ads", "marketing", "targeting", "ad_storage", "ad_user_data"}
+DENIED = {"denied", "deny", "false", "no", "0", "off", "rejected"}
+GRANTED = {"granted", "grant", "true", "yes", "1", "on", "accepted"}
+
+
+class Rejected(ValueError):
+    """A request the collector refuses; `status` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SiteRules:
+    id: int
+    allowed_origins: tuple[str, ...]
+    default_phone_region: str | None
+    require_consent: bool
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the HTTP request itself tells about the sender."""
+
+    ip: str | None
+    user_agent: str | None
+    cookie_twclid: str | None
+    gpc: bool
+    received_at: datetime
+
+
+def decode_body(raw: bytes, content_encoding: str | None) -> dict:
+    """The JSON object in the body, gunzipped if need be, within BATCH_LIMIT."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            raw = inflater.decompress(raw, BATCH_LIMIT + 1)
+        except zlib.error:
+            raise Rejected("body is not valid gzip") from None
+        if len(raw) > BATCH_LIMIT or inflater.unconsumed_tail:
+            raise Rejected(f"body is over {BATCH_LIMIT // 1024} KB once decompressed", 413)
+    elif encoding not in ("", "identity"):
+        raise Rejected(f"Content-Encoding {encoding!r} is not supported; use gzip", 415)
+    if not raw.strip():
+        raise Rejected("body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Rejected("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise Rejected("body must be a JSON object")
+    return body
+
+
+def messages_of(body: dict, route: str) -> list[tuple[str, dict]]:
+    """(path, message) pairs: one for a single-message route, many for /v1/batch."""
+    if route != "batch":
+        return [("", body)]
+    batch = body.get("batch")
+    if not isinstance(batch, list):
+        raise Rejected("batch must be a list of messages")
+    if not batch:
+        raise Rejected("batch is empty")
+    if len(batch) > BATCH_MAX_MESSAGES:
+        raise Rejected(f"batch has {len(batch)} messages; at most {BATCH_MAX_MESSAGES} are allowed", 413)
+    return [(f"batch[{i}].", m) for i, m in enumerate(batch)]
+
+
+def _field(path: str, name: str) -> str:
+    return f"{path}{name}"
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def iso_ms(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def validate(message: object, path: str, route: str) -> str:
+    """The message type, or Rejected naming the first bad field."""
+    where = path.rstrip(".") or "body"
+    if not isinstance(message, dict):
+        raise Rejected(f"{where} must be a JSON object")
+    size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MESSAGE_LIMIT:
+        raise Rejected(f"{where} is {size} bytes; a message may be at most 32 KB", 413)
+    kind = message.get("type", route) if route == "batch" else route
+    if route == "batch" and "type" not in message:
+        raise Rejected(f"{_field(path, 'type')} is required")
+    if kind not in TYPES:
+        raise Rejected(f"{_field(path, 'type')} must be one of {', '.join(TYPES)}")
+    if kind == "track":
+        event = message.get("event")
+        if not isinstance(event, str) or not event.strip():
+            raise Rejected(f"{_field(path, 'event')} is required for a track message")
+        if len(event) > NAME_MAX:
+            raise Rejected(f"{_field(path, 'event')} is longer than {NAME_MAX} characters")
+    for name in ("name", "messageId"):
+        if name in message and message[name] is not None and not isinstance(message[name], str):
+            raise Rejected(f"{_field(path, name)} must be a string")
+    if isinstance(message.get("messageId"), str) and len(message["messageId"]) > 100:
+        raise Rejected(f"{_field(path, 'messageId')} is longer than 100 characters")
+    ids = [message.get("userId"), message.get("anonymousId")]
+    for name, value in zip(("userId", "anonymousId"), ids, strict=True):
+        if value is not None and (not isinstance(value, str | int) or isinstance(value, bool)):
+            raise Rejected(f"{_field(path, name)} must be a string")
+        if value is not None and len(str(value)) > ID_MAX:
+            raise Rejected(f"{_field(path, name)} is longer than {ID_MAX} characters")
+    if all(v in (None, "") for v in ids):
+        raise Rejected(f"{path}userId or {path}anonymousId is required")
+    for name in ("properties", "traits", "context"):
+        if name in message and message[name] is not None and not isinstance(message[name], dict):
+            raise Rejected(f"{_field(path, name)} must be an object")
+    context = message.get("context") or {}
+    for name in ("page", "traits"):
+        if isinstance(context.get(name), list | str | int | float):
+            raise Rejected(f"{_field(path, 'context.' + name)} must be an object")
+    for name in ("ip", "userAgent", "twclid"):
+        if name in context and context[name] is not None and not isinstance(context[name], str):
+            raise Rejected(f"{_field(path, 'context.' + name)} must be a string")
+    if context.get("ip"):
+        try:
+            ipaddress.ip_address(context["ip"].strip())
+        except ValueError:
+            raise Rejected(f"{_field(path, 'context.ip')} is not an IP address") from None
+    for name in ("timestamp", "originalTimestamp", "sentAt"):
+        if message.get(name) is not None and parse_time(message[name]) is None:
+            raise Rejected(f"{_field(path, name)} is not an ISO 8601 date")
+    return kind
+
+
+def event_time(message: dict, received_at: datetime) -> datetime:
+    """Segment's rule: `timestamp` if given, else the original time corrected
+    for the sender's clock skew (sentAt vs received), else the receive time."""
+    if message.get("timestamp"):
+        return parse_time(message["timestamp"])
+    original = parse_time(message.get("originalTimestamp"))
+    sent = parse_time(message.get("sentAt"))
+    if original and sent:
+        return received_at - (sent - original)
+    return original or received_at
+
+
+def _flag(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in DENIED:
+            return False
+        if text in GRANTED:
+            return True
+    return None
+
+
+def consent(context: dict, gpc: bool) -> str | None:
+    """'denied', 'granted' or None (not stated) for advertising use."""
+    if gpc:
+        return "denied"
+    raw = context.get("consent")
+    verdicts: list[bool] = []
+    if isinstance(raw, dict):
+        prefs = raw.get("categoryPreferences")
+        for source in (prefs if isinstance(prefs, dict) else {}, raw):
+            verdicts += [_flag(v) for k, v in source.items() if str(k).lower() in ADVERTISING]
+    elif raw is not None:
+        verdicts.append(_flag(raw))
+    managed = context.get("consentManagement")
+    if isinstance(managed, dict):
+        for key, verdict in (("deniedConsentIds", False), ("allowedConsentIds", True)):
+            ids = managed.get(key)
+            if isinstance(ids, list) and any(str(i).lower() in ADVERTISING for i in ids):
+                verdicts.append(verdict)
+    if False in verdicts:
+        return "denied"
+    if True in verdicts:
+        return "granted"
+    return None
+
+
+def twclid_of(message: dict, facts: RequestFacts) -> str | None:
+    context = message.get("context") or {}
+    properties = message.get("properties") or {}
+    page = context.get("page") if isinstance(context.get("page"), dict) else {}
+    return (
+        identity.clean_twclid(context.get("twclid"))
+        or identity.clean_twclid(properties.get("twclid"))
+        or identity.twclid_from_url(page.get("url"))
+        or identity.twclid_from_url(properties.get("url"))
+        or identity.clean_twclid(facts.cookie_twclid)
+    )
+
+
+def identifiers_of(message: dict, site: SiteRules, facts: RequestFacts) -> dict[str, str]:
+    """X's identifiers for this message, hashed; IP and user agent included
+    here and kept or dropped by the mapping (they only count alongside others)."""
+    context = message.get("context") or {}
+    sources = [
+        s for s in (message.get("traits"), context.get("traits"), message.get("properties"))
+        if isinstance(s, dict)
+    ]
+    region = site.default_phone_region
+    found = {
+        "twclid": twclid_of(message, facts),
+        "hashed_email": identity.first_hashed(sources, identity.EMAIL_KEYS, identity.hash_email),
+        "hashed_phone_number": identity.first_hashed(
+            sources, identity.PHONE_KEYS, lambda v: identity.hash_phone(v, region)
+        ),
+        "ip_address": (context.get("ip") or "").strip() or facts.ip,
+        "user_agent": (context.get("userAgent") or "").strip()[:512] or facts.user_agent,
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+def _scrub_id(value: object) -> str | None:
+    if value in (None, ""):
+        return None
+    return identity.scrub(str(value))
+
+
+def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> dict:
+    """The event as it is queued: the message without traits or raw PII, plus
+    what xtag derived from it. Nothing in it needs hashing any more."""
+    context = message.get("context") or {}
+    kept_context = {
+        k: v for k, v in context.items() if k not in ("traits", "ip", "userAgent", "twclid")
+    }
+    state = consent(context, facts.gpc)
+    if state == "denied" or (site.require_consent and state != "granted"):
+        drop = "consent"
+    else:
+        drop = None
+    name = message.get("event") if kind == "track" else kind
+    if kind in ("identify", "group", "alias"):
+        name = None
+    clean = {
+        "type": kind,
+        "event": name,
+        "messageId": message.get("messageId") or f"xtag-{uuid.uuid4()}",
+        "anonymousId": _scrub_id(message.get("anonymousId")),
+        "userId": _scrub_id(message.get("userId")),
+        "timestamp": iso_ms(event_time(message, facts.received_at)),
+        "properties": identity.scrub(message.get("properties") or {}),
+        "context": identity.scrub(kept_context),
+    }
+    if kind == "page" and isinstance(message.get("name"), str):
+        clean["name"] = identity.scrub(message["name"])
+    return {
+        "site_id": site.id,
+        "received_at": iso_ms(facts.received_at),
+        "message": clean,
+        "identifiers": identifiers_of(message, site, facts),
+        "consent": state,
+        "drop": drop,
+    }
+

@@ -1,0 +1,45 @@
+"""Write key -> site rules, cached per process for a few seconds so the
+collector costs no database query per request (unknown keys are cached too)."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from xtag.collector.intake import SiteRules
+from xtag.extensions import db
+from xtag.models import Site
+
+_cache: dict[str, tuple[float, SiteRules | None]] = {}
+_CACHE_MAX = 10_000
+
+
+def lookup(write_key: str, ttl: float) -> SiteRules | None:
+    now = time.monotonic()
+    hit = _cache.get(write_key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    row = db.session.execute(
+        select(Site.id, Site.allowed_origins, Site.default_phone_region, Site.require_consent).where(
+            Site.write_key == write_key
+        )
+    ).first()
+    db.session.remove()
+    rules = None
+    if row is not None:
+        rules = SiteRules(
+            id=row.id,
+            allowed_origins=tuple(o.rstrip("/").lower() for o in row.allowed_origins or ()),
+            default_phone_region=row.default_phone_region,
+            require_consent=row.require_consent,
+        )
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[write_key] = (now + ttl, rules)
+    return rules
+
+
+def forget() -> None:
+    """Drop the cache (tests, and after a site changes in this process)."""
+    _cache.clear()

@@ -1,0 +1,147 @@
+"""HTTP edge of the collector: read, authenticate, check origin, hand off.
+
+All rules live in `intake`; this module only moves data between the request,
+the site cache and Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import redis
+from flask import current_app, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
+
+from xtag import queue
+from xtag.collector import bp, sites
+from xtag.collector.enqueue import enqueue
+from xtag.collector.intake import (
+    BATCH_LIMIT,
+    RequestFacts,
+    Rejected,
+    decode_body,
+    messages_of,
+    prepare,
+    twclid_of,
+    validate,
+)
+from xtag.identity import clean_twclid
+
+log = logging.getLogger(__name__)
+
+TWCLID_COOKIE = "_xtag_twclid"
+TWCLID_COOKIE_SECONDS = 30 * 24 * 3600
+RETRY_AFTER_SECONDS = 5
+ROUTES = ("track", "page", "identify", "batch")
+
+
+def _error(message: str, status: int):
+    response = jsonify(error=message)
+    response.status_code = status
+    return response
+
+
+def _read_body() -> bytes:
+    if request.content_length is not None and request.content_length > BATCH_LIMIT:
+        raise Rejected(f"body is {request.content_length} bytes; a request may be at most 500 KB", 413)
+    try:
+        raw = request.stream.read(BATCH_LIMIT + 1)
+    except ClientDisconnected:
+        raise Rejected("body ended early") from None
+    if len(raw) > BATCH_LIMIT:
+        raise Rejected("body is over 500 KB; a request may be at most 500 KB", 413)
+    return raw
+
+
+def _write_key(body: dict) -> str:
+    auth = request.authorization
+    if auth is not None and auth.type == "basic" and auth.username:
+        return auth.username
+    key = body.get("writeKey")
+    if isinstance(key, str) and key:
+        return key
+    raise Rejected(
+        "missing write key: send it as the HTTP Basic username or as writeKey in the body", 401
+    )
+
+
+def _facts() -> RequestFacts:
+    return RequestFacts(
+        ip=request.remote_addr,
+        user_agent=(request.user_agent.string or "").strip()[:512] or None,
+        cookie_twclid=request.cookies.get(TWCLID_COOKIE),
+        gpc=request.headers.get("Sec-GPC", "").strip() == "1",
+        received_at=datetime.now(UTC),
+    )
+
+
+def _collect(route: str):
+    body = decode_body(_read_body(), request.headers.get("Content-Encoding"))
+    site = sites.lookup(_write_key(body), current_app.config["XTAG_SITE_CACHE_SECONDS"])
+    if site is None:
+        raise Rejected("unknown write key", 401)
+    origin = request.headers.get("Origin")
+    if origin and site.allowed_origins and origin.rstrip("/").lower() not in site.allowed_origins:
+        raise Rejected(f"origin {origin} is not allowed for this site", 403)
+    facts = _facts()
+    checked = [(validate(m, path, route), m) for path, m in messages_of(body, route)]
+    events = [prepare(m, kind, site, facts) for kind, m in checked]
+    try:
+        job_id = enqueue(queue.redis_client(), events)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("collector could not queue %d events for site %s: %s", len(events), site.id, exc)
+        response = _error("cannot queue the event right now; retry later", 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    log.debug("queued %d events for site %s as job %s", len(events), site.id, job_id)
+    response = jsonify(success=True)
+    twclid = next((t for t in (twclid_of(m, facts) for _, m in checked) if t), None)
+    if twclid and twclid != clean_twclid(facts.cookie_twclid):
+        response.set_cookie(
+            TWCLID_COOKIE,
+            twclid,
+            max_age=TWCLID_COOKIE_SECONDS,
+            samesite="Lax",
+            secure=request.is_secure,
+            httponly=True,
+        )
+    return response
+
+
+def _endpoint(route: str):
+    def view():
+        try:
+            return _collect(route)
+        except Rejected as exc:
+            return _error(str(exc), exc.status)
+
+    view.__name__ = route
+    return view
+
+
+for _route in ROUTES:
+    bp.add_url_rule(f"/v1/{_route}", view_func=_endpoint(_route), methods=["POST"])
+
+
+@bp.route("/v1/<path:anything>", methods=["OPTIONS"])
+def preflight(anything: str):
+    """CORS preflight: any origin may ask; the site's allow-list is applied on
+    the real request, once the write key says which site it is."""
+    return "", 204
+
+
+@bp.after_request
+def cors(response):
+    origin = request.headers.get("Origin")
+    if origin and response.status_code != 403:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Vary"] = "Origin"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, Content-Encoding"
+            )
+            response.headers["Access-Control-Max-Age"] = "86400"
+    return response

@@ -1,0 +1,118 @@
+"""Normalise and hash the identifiers X matches on.
+
+Pure functions: no Flask, RQ or database. Raw email and phone numbers enter
+here and only SHA-256 hex digests leave, so nothing downstream can leak them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import phonenumbers
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL_ANYWHERE = re.compile(r"[^@\s<>()\[\],;:\"']+@[^@\s<>()\[\],;:\"']+\.[A-Za-z]{2,}")
+
+EMAIL_KEYS = ("email", "Email", "EMAIL", "email_address", "emailAddress")
+PHONE_KEYS = ("phone", "Phone", "PHONE", "phone_number", "phoneNumber", "mobile")
+TWCLID_MAX = 200
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def is_hashed(value: str) -> bool:
+    """A 64-hex value is taken as already hashed and passed through."""
+    return bool(_HEX64.match(value))
+
+
+def hash_email(raw: object) -> str | None:
+    """Trim, lower-case, SHA-256; None for anything that is not an email."""
+    if not isinstance(raw, str):
+        return None
+    value = raw.strip()
+    if is_hashed(value):
+        return value.lower()
+    value = value.lower()
+    if not _EMAIL.match(value):
+        return None
+    return sha256_hex(value)
+
+
+def normalise_phone(raw: object, region: str | None = None) -> str | None:
+    """E.164 with the leading '+', or None when the number is not valid.
+
+    Local formats such as '(415) 555-2671' need the site's default region.
+    """
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > 64:
+        return None
+    text = raw.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else (region or None))
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def hash_phone(raw: object, region: str | None = None) -> str | None:
+    if isinstance(raw, str) and is_hashed(raw.strip()):
+        return raw.strip().lower()
+    e164 = normalise_phone(raw, region)
+    return sha256_hex(e164) if e164 else None
+
+
+def first_hashed(sources: list[dict], keys: tuple[str, ...], hasher) -> str | None:
+    """The hash of the first usable value under any of `keys` in `sources`."""
+    for source in sources:
+        for key in keys:
+            if key in source:
+                hashed = hasher(source[key])
+                if hashed:
+                    return hashed
+    return None
+
+
+def twclid_from_url(url: object) -> str | None:
+    if not isinstance(url, str) or "twclid" not in url:
+        return None
+    try:
+        values = parse_qs(urlsplit(url).query).get("twclid")
+    except ValueError:
+        return None
+    return clean_twclid(values[0]) if values else None
+
+
+def clean_twclid(value: object) -> str | None:
+    """A twclid is sent to X as is; only trim it and refuse junk."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value or len(value) > TWCLID_MAX or any(c.isspace() for c in value):
+        return None
+    return value
+
+
+def scrub(value: object) -> object:
+    """Replace anything that looks like an email address inside free-form data
+    with its hash, so that raw PII cannot ride along in properties."""
+    if isinstance(value, str):
+        if "@" not in value:
+            return value
+        return _EMAIL_ANYWHERE.sub(lambda m: sha256_hex(m.group(0).lower()), value)
+    if isinstance(value, dict):
+        return {
+            k: scrub(v) for k, v in value.items() if k not in EMAIL_KEYS and k not in PHONE_KEYS
+        }
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value

@@ -1,0 +1,47 @@
+"""Queue names, the Redis connection and job defaults, owned in one place."""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, current_app
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from xtag import embedded
+
+EVENTS = "xtag-events"
+DELIVERIES = "xtag-deliveries"
+QUEUES = (EVENTS, DELIVERIES)
+
+JOB_TIMEOUT = 300
+RESULT_TTL = 0
+FAILURE_TTL = 7 * 24 * 3600
+SERIALIZER = JSONSerializer
+
+
+def redis_url(app: Flask) -> str:
+    return app.config["REDIS_URL"] or embedded.url(app.instance_path)
+
+
+def redis_client(app: Flask | None = None) -> redis.Redis:
+    """The process's Redis client; the embedded server is started on first use."""
+    app = app or current_app._get_current_object()
+    client = app.extensions.get("xtag_redis")
+    if client is None:
+        if not app.config["REDIS_URL"]:
+            embedded.start(app.instance_path)
+        client = redis.Redis.from_url(
+            redis_url(app), socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        )
+        app.extensions["xtag_redis"] = client
+    return client
+
+
+def queue(name: str = EVENTS, connection: redis.Redis | None = None) -> Queue:
+    """An xtag queue; jobs are JSON so what sits in Redis is readable plain data."""
+    return Queue(
+        name,
+        connection=connection or redis_client(),
+        default_timeout=JOB_TIMEOUT,
+        serializer=SERIALIZER,
+    )
