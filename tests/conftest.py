@@ -20,6 +20,7 @@ from flask_migrate import upgrade
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
+from tests import pii
 from xtag import create_app, embedded, queue
 from xtag.collector import sites
 from xtag.extensions import db
@@ -55,7 +56,9 @@ def redis_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
-    return os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'xtag.db'}"
+    return (
+        os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'xtag.db'}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +97,10 @@ def app(environ, _schema):
     yield app
     with app.app_context():
         db.session.remove()
+        leaked = pii.leaks(db, queue.redis_client(app))
+        db.session.remove()
         db.engine.dispose()
+    assert not leaked, f"raw personal data or secrets were stored: {leaked}"
     queue.redis_client(app).close()
 
 

@@ -7,13 +7,17 @@ from xtag.models import Connection, Mapping, Pixel, Site, User
 
 
 def site(**fields) -> Site:
-    row = Site(name=fields.pop("name", "Shop"), allowed_origins=fields.pop("allowed_origins", []), **fields)
+    row = Site(
+        name=fields.pop("name", "Shop"), allowed_origins=fields.pop("allowed_origins", []), **fields
+    )
     db.session.add(row)
     db.session.commit()
     return row
 
 
-def user(email: str = "marketer@example.com", role: str = "marketer", password: str = "correct horse") -> User:
+def user(
+    email: str = "marketer@example.com", role: str = "marketer", password: str = "correct horse"
+) -> User:
     row = User(email=email, role=role, active=True)
     row.set_password(password)
     db.session.add(row)
@@ -29,7 +33,9 @@ def connection(auth_type: str = "pixel_token", credentials: dict | None = None) 
     return row
 
 
-def mapping(site_row: Site, event_name: str, pixel_id: str = "o8z6j", x_event_id: str = "o87ne") -> Mapping:
+def mapping(
+    site_row: Site, event_name: str, pixel_id: str = "o8z6j", x_event_id: str = "o87ne"
+) -> Mapping:
     pixel = db.session.query(Pixel).filter_by(pixel_id=pixel_id).first()
     if pixel is None:
         pixel = Pixel(pixel_id=pixel_id, name="Main pixel", connection=connection())

@@ -2,10 +2,13 @@ from tests import factories
 
 
 def test_track_is_queued_and_recorded(client, ctx, work):
-    from xtag.models import ReceivedEvent
     from xtag.extensions import db
+    from xtag.models import ReceivedEvent
+
     site = factories.site()
-    r = client.post("/v1/track", json={"writeKey": site.write_key, "event": "Signup", "anonymousId": "a"})
+    r = client.post(
+        "/v1/track", json={"writeKey": site.write_key, "event": "Signup", "anonymousId": "a"}
+    )
     assert r.status_code == 200, r.json
     work()
     rows = db.session.query(ReceivedEvent).all()

@@ -22,7 +22,9 @@ def create_app(overrides: dict | None = None, environ=None) -> Flask:
         template_folder=os.path.join(ROOT, "templates"),
         static_folder=os.path.join(ROOT, "static"),
     )
-    app.config.update(config.from_env(os.environ if environ is None else environ, app.instance_path))
+    app.config.update(
+        config.from_env(os.environ if environ is None else environ, app.instance_path)
+    )
     app.config.update(overrides or {})
     if app.config["XTAG_TRUSTED_PROXIES"]:
         hops = app.config["XTAG_TRUSTED_PROXIES"]

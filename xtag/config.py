@@ -20,6 +20,10 @@ class ConfigError(RuntimeError):
 
 
 DEFAULT_RETRY_DELAYS = "30,120,600,3600,21600"
+MAKE_FERNET_KEY = (
+    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+)
+MAKE_SECRET_KEY = "python -c 'import secrets; print(secrets.token_hex(32))'"
 
 
 def _int(environ, name: str, default: int, minimum: int = 0) -> int:
@@ -65,7 +69,7 @@ def _fernet_keys(raw: str) -> list[str]:
         except ValueError:
             raise ConfigError(
                 "XTAG_ENCRYPTION_KEYS holds a value that is not a Fernet key; generate one with "
-                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+                + MAKE_FERNET_KEY
             ) from None
     if not keys:
         raise ConfigError("XTAG_ENCRYPTION_KEYS is empty")
@@ -84,14 +88,9 @@ def from_env(environ, instance_path: str) -> dict:
     if deployed:
         missing = []
         if not secret_key:
-            missing.append(
-                "SECRET_KEY (generate one with python -c 'import secrets; print(secrets.token_hex(32))')"
-            )
+            missing.append(f"SECRET_KEY (generate one with {MAKE_SECRET_KEY})")
         if not keys:
-            missing.append(
-                "XTAG_ENCRYPTION_KEYS (generate one with python -c "
-                "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
-            )
+            missing.append(f"XTAG_ENCRYPTION_KEYS (generate one with {MAKE_FERNET_KEY})")
         if missing:
             raise ConfigError(
                 "DATABASE_URL or REDIS_URL is set, so this is a deployment and generated secrets "
@@ -118,7 +117,9 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_ENCRYPTION_KEYS": _fernet_keys(keys),
         "XTAG_X_API_BASE": (environ.get("XTAG_X_API_BASE") or "https://ads-api.x.com").rstrip("/"),
         "XTAG_X_API_VERSION": environ.get("XTAG_X_API_VERSION") or "12",
-        "XTAG_X_OAUTH1_BASE": (environ.get("XTAG_X_OAUTH1_BASE") or "https://api.x.com").rstrip("/"),
+        "XTAG_X_OAUTH1_BASE": (environ.get("XTAG_X_OAUTH1_BASE") or "https://api.x.com").rstrip(
+            "/"
+        ),
         "XTAG_X_OAUTH2_AUTHORIZE_URL": environ.get("XTAG_X_OAUTH2_AUTHORIZE_URL")
         or "https://x.com/i/oauth2/authorize",
         "XTAG_X_OAUTH2_TOKEN_URL": environ.get("XTAG_X_OAUTH2_TOKEN_URL")

@@ -154,7 +154,9 @@ class Connection(db.Model):
 
     @property
     def credentials(self) -> dict[str, Any]:
-        return crypto.decrypt_json(current_app.config["XTAG_ENCRYPTION_KEYS"], self.credentials_encrypted)
+        return crypto.decrypt_json(
+            current_app.config["XTAG_ENCRYPTION_KEYS"], self.credentials_encrypted
+        )
 
     @credentials.setter
     def credentials(self, value: dict[str, Any]) -> None:
@@ -188,7 +190,9 @@ class Mapping(db.Model):
 
     __tablename__ = "mappings"
     __table_args__ = (
-        UniqueConstraint("site_id", "event_name", "pixel_key", "x_event_id", name="uq_mappings_rule"),
+        UniqueConstraint(
+            "site_id", "event_name", "pixel_key", "x_event_id", name="uq_mappings_rule"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

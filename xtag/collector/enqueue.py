@@ -67,4 +67,3 @@ def enqueue(connection: redis.Redis, events: list[dict]) -> str:
         )
         pipe.execute()
     return job_id
-

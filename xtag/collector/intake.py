@@ -87,12 +87,10 @@ def messages_of(body: dict, route: str) -> list[tuple[str, dict]]:
     if not batch:
         raise Rejected("batch is empty")
     if len(batch) > BATCH_MAX_MESSAGES:
-        raise Rejected(f"batch has {len(batch)} messages; at most {BATCH_MAX_MESSAGES} are allowed", 413)
+        raise Rejected(
+            f"batch has {len(batch)} messages; at most {BATCH_MAX_MESSAGES} are allowed", 413
+        )
     return [(f"batch[{i}].", m) for i, m in enumerate(batch)]
-
-
-def _field(path: str, name: str) -> str:
-    return f"{path}{name}"
 
 
 def parse_time(value: object) -> datetime | None:
@@ -111,7 +109,9 @@ def parse_time(value: object) -> datetime | None:
 
 
 def iso_ms(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def validate(message: object, path: str, route: str) -> str:
@@ -122,49 +122,65 @@ def validate(message: object, path: str, route: str) -> str:
     size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MESSAGE_LIMIT:
         raise Rejected(f"{where} is {size} bytes; a message may be at most 32 KB", 413)
-    kind = message.get("type", route) if route == "batch" else route
+    kind = _check_kind(message, path, route)
+    _check_ids(message, path)
+    _check_shapes(message, path)
+    return kind
+
+
+def _check_kind(message: dict, path: str, route: str) -> str:
     if route == "batch" and "type" not in message:
-        raise Rejected(f"{_field(path, 'type')} is required")
+        raise Rejected(f"{path}type is required")
+    kind = message.get("type") if route == "batch" else route
     if kind not in TYPES:
-        raise Rejected(f"{_field(path, 'type')} must be one of {', '.join(TYPES)}")
+        raise Rejected(f"{path}type must be one of {', '.join(TYPES)}")
     if kind == "track":
         event = message.get("event")
         if not isinstance(event, str) or not event.strip():
-            raise Rejected(f"{_field(path, 'event')} is required for a track message")
+            raise Rejected(f"{path}event is required for a track message")
         if len(event) > NAME_MAX:
-            raise Rejected(f"{_field(path, 'event')} is longer than {NAME_MAX} characters")
-    for name in ("name", "messageId"):
-        if name in message and message[name] is not None and not isinstance(message[name], str):
-            raise Rejected(f"{_field(path, name)} must be a string")
-    if isinstance(message.get("messageId"), str) and len(message["messageId"]) > 100:
-        raise Rejected(f"{_field(path, 'messageId')} is longer than 100 characters")
-    ids = [message.get("userId"), message.get("anonymousId")]
-    for name, value in zip(("userId", "anonymousId"), ids, strict=True):
-        if value is not None and (not isinstance(value, str | int) or isinstance(value, bool)):
-            raise Rejected(f"{_field(path, name)} must be a string")
-        if value is not None and len(str(value)) > ID_MAX:
-            raise Rejected(f"{_field(path, name)} is longer than {ID_MAX} characters")
-    if all(v in (None, "") for v in ids):
+            raise Rejected(f"{path}event is longer than {NAME_MAX} characters")
+    return kind
+
+
+def _check_ids(message: dict, path: str) -> None:
+    for name, limit in (("messageId", 100), ("userId", ID_MAX), ("anonymousId", ID_MAX)):
+        value = message.get(name)
+        if value is None:
+            continue
+        if (
+            not isinstance(value, str | int)
+            or isinstance(value, bool)
+            or (name == "messageId" and not isinstance(value, str))
+        ):
+            raise Rejected(f"{path}{name} must be a string")
+        if len(str(value)) > limit:
+            raise Rejected(f"{path}{name} is longer than {limit} characters")
+    if all(message.get(name) in (None, "") for name in ("userId", "anonymousId")):
         raise Rejected(f"{path}userId or {path}anonymousId is required")
+
+
+def _check_shapes(message: dict, path: str) -> None:
     for name in ("properties", "traits", "context"):
-        if name in message and message[name] is not None and not isinstance(message[name], dict):
-            raise Rejected(f"{_field(path, name)} must be an object")
+        if message.get(name) is not None and not isinstance(message[name], dict):
+            raise Rejected(f"{path}{name} must be an object")
+    if message.get("name") is not None and not isinstance(message["name"], str):
+        raise Rejected(f"{path}name must be a string")
     context = message.get("context") or {}
     for name in ("page", "traits"):
-        if isinstance(context.get(name), list | str | int | float):
-            raise Rejected(f"{_field(path, 'context.' + name)} must be an object")
+        if context.get(name) is not None and not isinstance(context[name], dict):
+            raise Rejected(f"{path}context.{name} must be an object")
     for name in ("ip", "userAgent", "twclid"):
-        if name in context and context[name] is not None and not isinstance(context[name], str):
-            raise Rejected(f"{_field(path, 'context.' + name)} must be a string")
+        if context.get(name) is not None and not isinstance(context[name], str):
+            raise Rejected(f"{path}context.{name} must be a string")
     if context.get("ip"):
         try:
             ipaddress.ip_address(context["ip"].strip())
         except ValueError:
-            raise Rejected(f"{_field(path, 'context.ip')} is not an IP address") from None
+            raise Rejected(f"{path}context.ip is not an IP address") from None
     for name in ("timestamp", "originalTimestamp", "sentAt"):
         if message.get(name) is not None and parse_time(message[name]) is None:
-            raise Rejected(f"{_field(path, name)} is not an ISO 8601 date")
-    return kind
+            raise Rejected(f"{path}{name} is not an ISO 8601 date")
 
 
 def event_time(message: dict, received_at: datetime) -> datetime:
@@ -234,7 +250,8 @@ def identifiers_of(message: dict, site: SiteRules, facts: RequestFacts) -> dict[
     here and kept or dropped by the mapping (they only count alongside others)."""
     context = message.get("context") or {}
     sources = [
-        s for s in (message.get("traits"), context.get("traits"), message.get("properties"))
+        s
+        for s in (message.get("traits"), context.get("traits"), message.get("properties"))
         if isinstance(s, dict)
     ]
     region = site.default_phone_region
@@ -264,10 +281,7 @@ def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> d
         k: v for k, v in context.items() if k not in ("traits", "ip", "userAgent", "twclid")
     }
     state = consent(context, facts.gpc)
-    if state == "denied" or (site.require_consent and state != "granted"):
-        drop = "consent"
-    else:
-        drop = None
+    denied = state == "denied" or (site.require_consent and state != "granted")
     name = message.get("event") if kind == "track" else kind
     if kind in ("identify", "group", "alias"):
         name = None
@@ -289,6 +303,5 @@ def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> d
         "message": clean,
         "identifiers": identifiers_of(message, site, facts),
         "consent": state,
-        "drop": drop,
+        "drop": "consent" if denied else None,
     }
-

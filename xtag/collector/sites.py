@@ -21,9 +21,9 @@ def lookup(write_key: str, ttl: float) -> SiteRules | None:
     if hit is not None and hit[0] > now:
         return hit[1]
     row = db.session.execute(
-        select(Site.id, Site.allowed_origins, Site.default_phone_region, Site.require_consent).where(
-            Site.write_key == write_key
-        )
+        select(
+            Site.id, Site.allowed_origins, Site.default_phone_region, Site.require_consent
+        ).where(Site.write_key == write_key)
     ).first()
     db.session.remove()
     rules = None

@@ -18,8 +18,8 @@ from xtag.collector import bp, sites
 from xtag.collector.enqueue import enqueue
 from xtag.collector.intake import (
     BATCH_LIMIT,
-    RequestFacts,
     Rejected,
+    RequestFacts,
     decode_body,
     messages_of,
     prepare,
@@ -44,7 +44,9 @@ def _error(message: str, status: int):
 
 def _read_body() -> bytes:
     if request.content_length is not None and request.content_length > BATCH_LIMIT:
-        raise Rejected(f"body is {request.content_length} bytes; a request may be at most 500 KB", 413)
+        raise Rejected(
+            f"body is {request.content_length} bytes; a request may be at most 500 KB", 413
+        )
     try:
         raw = request.stream.read(BATCH_LIMIT + 1)
     except ClientDisconnected:
@@ -90,7 +92,9 @@ def _collect(route: str):
     try:
         job_id = enqueue(queue.redis_client(), events)
     except (redis.RedisError, OSError) as exc:
-        log.warning("collector could not queue %d events for site %s: %s", len(events), site.id, exc)
+        log.warning(
+            "collector could not queue %d events for site %s: %s", len(events), site.id, exc
+        )
         response = _error("cannot queue the event right now; retry later", 503)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
@@ -121,11 +125,16 @@ def _endpoint(route: str):
 
 
 for _route in ROUTES:
-    bp.add_url_rule(f"/v1/{_route}", view_func=_endpoint(_route), methods=["POST"])
+    bp.add_url_rule(
+        f"/v1/{_route}",
+        view_func=_endpoint(_route),
+        methods=["POST"],
+        provide_automatic_options=False,
+    )
 
 
-@bp.route("/v1/<path:anything>", methods=["OPTIONS"])
-def preflight(anything: str):
+@bp.route("/v1/<any(track, page, identify, batch):route>", methods=["OPTIONS"])
+def preflight(route: str):
     """CORS preflight: any origin may ask; the site's allow-list is applied on
     the real request, once the write key says which site it is."""
     return "", 204
