@@ -87,7 +87,9 @@ def _schema(environ):
 
 @pytest.fixture
 def app(environ, _schema):
-    app = create_app({"TESTING": True, "XTAG_SITE_CACHE_SECONDS": 0}, environ=environ)
+    app = create_app(
+        {"TESTING": True, "WTF_CSRF_ENABLED": False, "XTAG_SITE_CACHE_SECONDS": 0}, environ=environ
+    )
     with app.app_context():
         for table in reversed(db.metadata.sorted_tables):
             db.session.execute(table.delete())

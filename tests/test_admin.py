@@ -1,0 +1,78 @@
+"""The admin's front door: login, logout, safe redirects, CSRF."""
+
+import re
+
+import pytest
+
+from tests import factories
+
+
+@pytest.fixture
+def csrf_client(app, client):
+    app.config["WTF_CSRF_ENABLED"] = True
+    return client
+
+
+def _csrf(client, path="/login"):
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+
+
+def test_login_page_is_served(client):
+    r = client.get("/login")
+    assert r.status_code == 200 and "Log in to xtag" in r.get_data(as_text=True)
+
+
+def test_dashboard_requires_login(client):
+    r = client.get("/")
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
+
+
+def test_login_logout_and_safe_next(csrf_client, ctx):
+    factories.user("m@example.com", password="correct horse")
+    token = _csrf(csrf_client)
+    bad = csrf_client.post(
+        "/login", data={"email": "m@example.com", "password": "nope", "csrf_token": token}
+    )
+    assert "Wrong email or password" in bad.get_data(as_text=True)
+    r = csrf_client.post(
+        "/login?next=//evil.example/x",
+        data={"email": "M@example.com", "password": "correct horse", "csrf_token": token},
+    )
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    assert "m@example.com" in csrf_client.get("/").get_data(as_text=True)
+    r = csrf_client.post("/logout", data={"csrf_token": _csrf(csrf_client, "/")})
+    assert r.status_code == 302
+    assert csrf_client.get("/").status_code == 302
+
+
+def test_login_without_csrf_token_is_rejected(csrf_client, ctx):
+    factories.user("m@example.com", password="correct horse")
+    r = csrf_client.post("/login", data={"email": "m@example.com", "password": "correct horse"})
+    assert r.status_code == 400
+
+
+def test_inactive_user_cannot_log_in(client, ctx):
+    user = factories.user("gone@example.com", password="correct horse")
+    user.active = False
+    from xtag.extensions import db
+
+    db.session.commit()
+    r = client.post("/login", data={"email": "gone@example.com", "password": "correct horse"})
+    assert r.status_code == 200 and "Wrong email or password" in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("target", "safe"),
+    [
+        ("/sites", "/sites"),
+        ("//evil.example", None),
+        ("https://evil.example/", None),
+        ("/\\evil", None),
+        ("", None),
+    ],
+)
+def test_safe_next(target, safe):
+    from xtag.admin.views import safe_next
+
+    assert safe_next(target) == safe
