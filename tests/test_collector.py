@@ -113,7 +113,8 @@ def test_email_and_phone_are_hashed_before_queueing(client, site, app, work):
     )
     assert client.post("/v1/track", json=message, headers=basic(site.write_key)).status_code == 200
     raw_job = repr(queue.queue(queue.EVENTS).jobs[0].kwargs)
-    assert "jane.doe" not in raw_job.lower() and "555" not in raw_job
+    assert "jane.doe" not in raw_job.lower()
+    assert "4155552671" not in raw_job and "555-2671" not in raw_job
     work()
     [event] = events()
     assert event.identifiers["hashed_email"] == hash_email(pii.RAW_EMAIL)
@@ -465,3 +466,29 @@ def test_redis_down_gets_503_with_retry_after(environ, _schema):
     assert r.status_code == 503
     assert int(r.headers["Retry-After"]) > 0
     assert "retry" in r.json["error"]
+
+
+def test_analytics_next_short_paths_and_other_segment_types(client, site, work):
+    key = basic(site.write_key)
+    assert client.post("/v1/t", json=track(), headers=key).status_code == 200
+    assert client.post("/v1/p", json={"anonymousId": "a"}, headers=key).status_code == 200
+    batch = {
+        "batch": [{"type": "alias", "userId": "u", "previousId": "a"}],
+        "writeKey": site.write_key,
+    }
+    assert client.post("/v1/b", json=batch).status_code == 200
+    assert (
+        client.post(
+            "/v1/screen", json={"anonymousId": "a", "name": "Home"}, headers=key
+        ).status_code
+        == 200
+    )
+    assert client.options("/v1/t", headers={"Origin": "https://a.example"}).status_code == 204
+    work()
+    got = [(e.type, e.event_name, e.outcome) for e in events()]
+    assert got == [
+        ("track", "Order Completed", "unmapped"),
+        ("page", "page", "unmapped"),
+        ("alias", None, "ignored"),
+        ("screen", "screen", "unmapped"),
+    ]

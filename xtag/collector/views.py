@@ -33,7 +33,14 @@ log = logging.getLogger(__name__)
 TWCLID_COOKIE = "_xtag_twclid"
 TWCLID_COOKIE_SECONDS = 30 * 24 * 3600
 RETRY_AFTER_SECONDS = 5
-ROUTES = ("track", "page", "identify", "batch")
+# Segment's HTTP API routes, plus the one-letter paths analytics.js 2.0
+# (analytics-next) posts to when its apiHost points here.
+ROUTES = {
+    "track": "track", "page": "page", "identify": "identify", "batch": "batch",
+    "screen": "screen", "group": "group", "alias": "alias",
+    "t": "track", "p": "page", "i": "identify", "b": "batch", "s": "screen", "g": "group",
+    "a": "alias",
+}  # fmt: skip
 
 
 def _error(message: str, status: int):
@@ -124,16 +131,17 @@ def _endpoint(route: str):
     return view
 
 
-for _route in ROUTES:
+for _path, _route in ROUTES.items():
     bp.add_url_rule(
-        f"/v1/{_route}",
+        f"/v1/{_path}",
+        endpoint=_path,
         view_func=_endpoint(_route),
         methods=["POST"],
         provide_automatic_options=False,
     )
 
 
-@bp.route("/v1/<any(track, page, identify, batch):route>", methods=["OPTIONS"])
+@bp.route(f"/v1/<any({', '.join(ROUTES)}):route>", methods=["OPTIONS"])
 def preflight(route: str):
     """CORS preflight: any origin may ask; the site's allow-list is applied on
     the real request, once the write key says which site it is."""
