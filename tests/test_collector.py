@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from tests import factories, pii
-from xtag import create_app, queue
+from xtag import create_app, inbox, queue
 from xtag.collector.enqueue import DEDUP_SECONDS, dedup_key
 from xtag.extensions import db
 from xtag.identity import hash_email, hash_phone
@@ -32,8 +32,8 @@ def events() -> list[ReceivedEvent]:
     return list(db.session.scalars(select(ReceivedEvent).order_by(ReceivedEvent.id)))
 
 
-def queued_jobs() -> int:
-    return queue.queue(queue.EVENTS).count
+def queued() -> int:
+    return inbox.depth(queue.redis_client())
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_track_with_basic_auth_is_accepted_and_recorded(client, site, work):
     r = client.post("/v1/track", json=track(), headers=basic(site.write_key))
     assert r.status_code == 200
     assert r.json == {"success": True}
-    assert queued_jobs() == 1
+    assert queued() == 1
     work()
     [event] = events()
     assert (event.site_id, event.type, event.event_name) == (site.id, "track", "Order Completed")
@@ -112,9 +112,9 @@ def test_email_and_phone_are_hashed_before_queueing(client, site, app, work):
         context={"traits": {"phone": pii.RAW_PHONE_LOCAL}},
     )
     assert client.post("/v1/track", json=message, headers=basic(site.write_key)).status_code == 200
-    raw_job = repr(queue.queue(queue.EVENTS).jobs[0].kwargs)
-    assert "jane.doe" not in raw_job.lower()
-    assert "4155552671" not in raw_job and "555-2671" not in raw_job
+    raw_entry = repr(queue.redis_client().xrange(inbox.STREAM))
+    assert "jane.doe" not in raw_entry.lower()
+    assert "4155552671" not in raw_entry and "555-2671" not in raw_entry
     work()
     [event] = events()
     assert event.identifiers["hashed_email"] == hash_email(pii.RAW_EMAIL)
@@ -216,8 +216,8 @@ def test_client_ip_honours_trusted_proxies(environ, _schema, hops, expected):
             headers={**basic(site.write_key), "X-Forwarded-For": "10.9.9.9, 198.51.100.7"},
         )
         assert r.status_code == 200
-        [job] = queue.queue(queue.EVENTS, queue.redis_client(app)).jobs[-1:]
-        assert job.kwargs["events"][0]["identifiers"]["ip_address"] == expected
+        entry = inbox.peek(queue.redis_client(app))[-1]
+        assert entry.events[0]["identifiers"]["ip_address"] == expected
         db.session.remove()
         db.engine.dispose()
 
@@ -281,14 +281,14 @@ def test_repeated_message_id_is_forwarded_once_within_48_hours(client, site, wor
     assert DEDUP_SECONDS - 60 < ttl <= DEDUP_SECONDS
 
 
-def test_retried_job_is_not_taken_for_a_duplicate(client, site, work):
-    """A job run twice (worker crash, retry) still forwards its own events."""
+def test_entry_read_twice_is_not_taken_for_a_duplicate(client, site):
+    """An inbox entry read again (worker crash) still forwards its own events."""
     from xtag import jobs
 
     client.post("/v1/track", json=track(messageId="once"), headers=basic(site.write_key))
-    job = queue.queue(queue.EVENTS).jobs[0]
-    assert jobs._duplicates(job.kwargs["events"], job.id) == [False]
-    assert jobs._duplicates(job.kwargs["events"], "another-job") == [True]
+    [entry] = inbox.peek(queue.redis_client())
+    assert jobs.duplicates([(entry.token, e) for e in entry.events]) == [False]
+    assert jobs.duplicates([("another-token", e) for e in entry.events]) == [True]
 
 
 def test_identify_traits_attach_to_later_events(client, site, work):
@@ -334,7 +334,7 @@ def test_allowed_origin_passes_and_others_get_403(client, ctx):
     assert bad.status_code == 403
     assert "https://evil.example" in bad.json["error"]
     assert "Access-Control-Allow-Origin" not in bad.headers
-    assert queued_jobs() == 1
+    assert queued() == 1
 
 
 # --- 4xx ------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def test_missing_and_unknown_write_keys_get_401(client, site):
     assert r.status_code == 401 and "write key" in r.json["error"]
     r = client.post("/v1/track", json=track(), headers=basic("no-such-key"))
     assert (r.status_code, r.json) == (401, {"error": "unknown write key"})
-    assert queued_jobs() == 0
+    assert queued() == 0
 
 
 @pytest.mark.parametrize(
@@ -408,7 +408,7 @@ def test_bad_input_gets_400_naming_the_problem(client, site, route, body, named)
         r = client.post(f"/v1/{route}", data=body, content_type="application/json", headers=headers)
     assert r.status_code == 400, r.json
     assert named in r.json["error"]
-    assert queued_jobs() == 0
+    assert queued() == 0
 
 
 def test_bad_gzip_and_unknown_encoding(client, site):
@@ -428,7 +428,7 @@ def test_message_over_32_kb_gets_413(client, site):
     }
     r = client.post("/v1/batch", json=batch, headers=basic(site.write_key))
     assert r.status_code == 413 and r.json["error"].startswith("batch[1]")
-    assert queued_jobs() == 0
+    assert queued() == 0
 
 
 def test_batch_over_500_kb_gets_413(client, site):

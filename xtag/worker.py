@@ -1,16 +1,33 @@
-"""The RQ worker xtag runs: non-forking, one fresh app context per job.
+"""`flask --app app xtag worker`: the intake consumer and an RQ worker in one process.
 
-RQ's default worker forks a process per job (tens of jobs per second); xtag's
-jobs are short and carry many events each, so a SimpleWorker that keeps its
-imports, database pool and Redis connection warm is the right shape.
+The intake consumer (a thread) reads the inbox stream in bulk and records
+events; the RQ worker (main thread, non-forking, with the scheduler) runs
+deliveries, retries and scheduled work. RQ's default worker forks a process
+per job; xtag's jobs are short, so a SimpleWorker that keeps its database
+pool and Redis connection warm is the right shape, and no SQLAlchemy engine
+is ever shared across a fork.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
 from flask import Flask
 from rq import SimpleWorker
+from sqlalchemy.exc import SQLAlchemyError
 
-from xtag import queue
+from xtag import inbox, jobs, queue
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 200
+BLOCK_MS = 1000
+RECLAIM_EVERY_SECONDS = 5.0
 
 
 class AppWorker(SimpleWorker):
@@ -21,12 +38,93 @@ class AppWorker(SimpleWorker):
             return super().perform_job(job, queue)
 
 
+class Intake:
+    """Reads the inbox stream and records what it holds; never loses an entry:
+    an entry is acknowledged only after its events are committed."""
+
+    def __init__(self, app: Flask, name: str | None = None):
+        self.app = app
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.client = queue.redis_client(app)
+        self.claim_idle_ms = app.config.get("XTAG_INBOX_CLAIM_MS", inbox.CLAIM_IDLE_MS)
+        self.stop = threading.Event()
+        self._next_reclaim = 0.0
+        self._retry_own = True
+        inbox.ensure_group(self.client)
+
+    def _take(self, block_ms: int | None) -> list[inbox.Entry]:
+        if self._retry_own:  # entries this consumer read before a failure
+            entries = inbox.pending(self.client, self.name, READ_COUNT)
+            if entries:
+                return entries
+            self._retry_own = False
+        if time.monotonic() >= self._next_reclaim:
+            self._next_reclaim = time.monotonic() + RECLAIM_EVERY_SECONDS
+            entries = inbox.reclaim(self.client, self.name, READ_COUNT, self.claim_idle_ms)
+            if entries:
+                return entries
+        return inbox.read(self.client, self.name, READ_COUNT, block_ms)
+
+    def run_once(self, block_ms: int | None = None) -> int:
+        entries = self._take(block_ms)
+        if not entries:
+            return 0
+        try:
+            with self.app.app_context():
+                jobs.record(entries)
+        except (SQLAlchemyError, redis.RedisError, OSError):
+            self._retry_own = True
+            raise
+        inbox.done(self.client, [e.id for e in entries])
+        return len(entries)
+
+    def drain(self) -> int:
+        """Everything waiting now, then return (burst mode and tests)."""
+        self._next_reclaim = 0.0
+        total = 0
+        while count := self.run_once():
+            total += count
+        return total
+
+    def run_forever(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.run_once(BLOCK_MS)
+            except Exception:  # keep consuming; the entries stay pending and are retried
+                log.exception("intake: recording events failed; retrying in 1 s")
+                self.stop.wait(1.0)
+
+
+def _rq_work_due(connection: redis.Redis) -> bool:
+    """Queued jobs, or scheduled ones whose time has come (RQ's burst mode
+    costs a second of pub/sub teardown, so skip it when there is nothing)."""
+    now = time.time()
+    for name in queue.QUEUES:
+        q = queue.queue(name, connection=connection)
+        if q.count or q.scheduled_job_registry.get_jobs_to_schedule(int(now)):
+            return True
+    return False
+
+
 def run(app: Flask, burst: bool = False) -> bool:
     connection = queue.redis_client(app)
+    intake = Intake(app)
     worker = AppWorker(
         [queue.queue(name, connection=connection) for name in queue.QUEUES],
         connection=connection,
         serializer=queue.SERIALIZER,
     )
     worker.flask_app = app
-    return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    if burst:
+        intake.drain()
+        while _rq_work_due(connection):
+            worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+            intake.drain()
+        return True
+    thread = threading.Thread(target=intake.run_forever, name="xtag-intake", daemon=True)
+    thread.start()
+    try:
+        return worker.work(with_scheduler=True, logging_level="INFO")
+    finally:
+        intake.stop.set()
+        thread.join(timeout=5)

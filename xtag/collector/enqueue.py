@@ -1,5 +1,5 @@
 """Hand accepted events to Redis in one atomic transaction: the messageId
-dedup markers, the identify traits and the RQ job go together or not at all."""
+dedup markers, the identify traits and the inbox entry go together or not at all."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import hashlib
 import uuid
 
 import redis
-from rq import Retry
 
-from xtag import queue
+from xtag import inbox
 
 DEDUP_SECONDS = 48 * 3600
 TRAITS_SECONDS = 30 * 24 * 3600
-JOB_RETRIES = (10, 60, 300, 1800, 3600)
+TRAIT_FIELDS = ("hashed_email", "hashed_phone_number")
 
 
 def dedup_key(site_id: int, message_id: str) -> str:
@@ -36,34 +35,23 @@ def traits_keys(event: dict) -> list[str]:
 
 
 def enqueue(connection: redis.Redis, events: list[dict]) -> str:
-    """Queue the events as one job; returns the job id. Raises redis errors."""
-    job_id = uuid.uuid4().hex
+    """Queue the events; returns the token their dedup markers carry.
+
+    A marker is written only if absent (SET NX), holding this token: the
+    worker forwards an event only when the marker names its own token, so a
+    real repeat is dropped while a re-read of this same entry is not.
+    Raises redis errors, in which case nothing was written.
+    """
+    token = uuid.uuid4().hex
     with connection.pipeline(transaction=True) as pipe:
-        pipe.multi()
         for event in events:
-            pipe.set(
-                dedup_key(event["site_id"], event["message"]["messageId"]),
-                job_id,
-                nx=True,
-                ex=DEDUP_SECONDS,
-            )
-            if event["message"]["type"] == "identify":
-                hashed = {
-                    k: v
-                    for k, v in event["identifiers"].items()
-                    if k in ("hashed_email", "hashed_phone_number")
-                }
-                for key in traits_keys(event) if hashed else ():
-                    pipe.hset(key, mapping=hashed)
-                    pipe.expire(key, TRAITS_SECONDS)
-        queue.queue(queue.EVENTS, connection=connection).enqueue_call(
-            "xtag.jobs.process_events",
-            kwargs={"events": events},
-            job_id=job_id,
-            result_ttl=queue.RESULT_TTL,
-            failure_ttl=queue.FAILURE_TTL,
-            retry=Retry(max=len(JOB_RETRIES), interval=list(JOB_RETRIES)),
-            pipeline=pipe,
-        )
+            key = dedup_key(event["site_id"], event["message"]["messageId"])
+            pipe.set(key, token, nx=True, ex=DEDUP_SECONDS)
+            hashed = {k: v for k, v in event["identifiers"].items() if k in TRAIT_FIELDS}
+            if event["message"]["type"] == "identify" and hashed:
+                for trait_key in traits_keys(event):
+                    pipe.hset(trait_key, mapping=hashed)
+                    pipe.expire(trait_key, TRAITS_SECONDS)
+        inbox.add(pipe, token, events)
         pipe.execute()
-    return job_id
+    return token

@@ -1,0 +1,85 @@
+"""The intake buffer: a Redis stream of accepted requests, read in bulk by
+workers through a consumer group.
+
+RQ's worker runs one job at a time with a fixed cost per job; a browser sends
+one event per request, so a job per request would cap intake at a few hundred
+events per second per worker. The stream lets one worker take hundreds of
+requests in one read, and its pending-entries list gives at-least-once
+delivery: an entry is removed only after its events are safely recorded, and
+entries a dead worker had read are claimed by another after `CLAIM_IDLE_MS`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+import redis
+
+STREAM = "xtag:inbox"
+GROUP = "xtag-workers"
+CLAIM_IDLE_MS = 60_000
+
+
+class Entry(NamedTuple):
+    id: str
+    token: str
+    events: list[dict]
+
+
+def add(pipe: redis.client.Pipeline, token: str, events: list[dict]) -> None:
+    pipe.xadd(STREAM, {"token": token, "events": json.dumps(events, separators=(",", ":"))})
+
+
+def ensure_group(client: redis.Redis) -> None:
+    try:
+        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _entries(raw) -> list[Entry]:
+    return [
+        Entry(entry_id.decode(), fields[b"token"].decode(), json.loads(fields[b"events"]))
+        for entry_id, fields in raw
+        if fields
+    ]
+
+
+def read(client: redis.Redis, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+    """New entries for this consumer (blocking up to block_ms when none)."""
+    answer = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count, block=block_ms)
+    return _entries(answer[0][1]) if answer else []
+
+
+def pending(client: redis.Redis, consumer: str, count: int) -> list[Entry]:
+    """Entries this consumer read earlier and has not acknowledged."""
+    answer = client.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=count)
+    return _entries(answer[0][1]) if answer else []
+
+
+def peek(client: redis.Redis) -> list[Entry]:
+    """Every entry in the stream, read or not (for inspection and tests)."""
+    return _entries(client.xrange(STREAM))
+
+
+def reclaim(
+    client: redis.Redis, consumer: str, count: int, idle_ms: int = CLAIM_IDLE_MS
+) -> list[Entry]:
+    """Entries another consumer read but never acknowledged (it died)."""
+    answer = client.xautoclaim(STREAM, GROUP, consumer, idle_ms, "0-0", count=count)
+    return _entries(answer[1])  # Redis 7 adds a third element (deleted ids)
+
+
+def done(client: redis.Redis, entry_ids: list[str]) -> None:
+    if entry_ids:
+        with client.pipeline(transaction=True) as pipe:
+            pipe.xack(STREAM, GROUP, *entry_ids)
+            pipe.xdel(STREAM, *entry_ids)
+            pipe.execute()
+
+
+def depth(client: redis.Redis) -> int:
+    """Accepted requests not yet recorded (waiting or being processed)."""
+    return client.xlen(STREAM)
