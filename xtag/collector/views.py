@@ -115,7 +115,6 @@ def _collect(route: str):
             max_age=TWCLID_COOKIE_SECONDS,
             samesite="Lax",
             secure=request.is_secure,
-            httponly=True,
         )
     return response
 

@@ -1,0 +1,318 @@
+"""The site beacon (static/xtag.js) in real Chromium.
+
+The shop page is served from another origin than the collector: the page is
+on http://localhost:<port>, the collector on http://127.0.0.1:<port>. They are
+different sites, so the collector's own cookies never reach or help the page;
+whatever twclid rides on later pages comes from the beacon's first-party cookie.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests import factories
+from xtag.extensions import db
+from xtag.models import ReceivedEvent
+
+BEACON = Path(__file__).resolve().parent.parent / "static" / "xtag.js"
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+DAY = 24 * 3600
+
+
+def documented_snippet() -> str:
+    """The install snippet exactly as xtag.js documents it (the README copies it)."""
+    found = re.search(r"<script>\n(!function.*)\n</script>", BEACON.read_text())
+    assert found, "xtag.js no longer documents its snippet in the top comment"
+    return found.group(1)
+
+
+def test_beacon_is_at_most_2_kb_gzipped():
+    assert len(gzip.compress(BEACON.read_bytes())) <= 2048
+
+
+class Shop:
+    """A second tiny web server: the customer's site, with the snippet installed."""
+
+    def __init__(self, collector: str, write_key: str):
+        self.collector = collector
+        self.write_key = write_key
+        self.pages: dict[str, str] = {}
+        shop = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                name = self.path.split("?")[0].lstrip("/")
+                if name not in shop.pages:
+                    self.send_error(404)
+                    return
+                body = shop.html(name, shop.pages[name]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.origin = f"http://localhost:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def html(self, name: str, script: str) -> str:
+        snippet = documented_snippet()
+        snippet = snippet.replace("https://collect.example.com", self.collector)
+        snippet = snippet.replace("WRITE_KEY", self.write_key)
+        return (
+            f'<!doctype html><html><head><title>{name}</title><link rel="icon" href="data:,">'
+            f"<script>\n{snippet}\n{script}\n</script></head>"
+            '<body><a id="next" href="page2.html">Next</a></body></html>'
+        )
+
+    def url(self, path: str) -> str:
+        return f"{self.origin}/{path}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def shop(live_server, ctx):
+    site = Shop(live_server, write_key="")
+    site.write_key = factories.site(allowed_origins=[site.origin]).write_key
+    yield site
+    site.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Tab:
+    """A fresh browser profile with one page, noting console errors and collector calls."""
+
+    def __init__(self, browser, collector: str, init_script: str | None = None):
+        self.context = browser.new_context()
+        if init_script:
+            self.context.add_init_script(init_script)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.requests: list[tuple[str, str]] = []
+        self.collector = collector
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", self._request)
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    def _request(self, request) -> None:
+        if request.url.startswith(self.collector + "/v1/"):
+            self.requests.append((request.resource_type, request.url[len(self.collector) :]))
+
+    def collector_calls(self) -> list[tuple[str, str]]:
+        """(resource type, path) of each call to the collector so far."""
+        self.page.evaluate("0")  # a round trip, so pending request events are in
+        return self.requests
+
+    def cookies(self) -> dict[tuple[str, str], dict]:
+        return {(c["domain"], c["name"]): c for c in self.context.cookies()}
+
+
+@pytest.fixture
+def tab(browser, live_server):
+    opened: list[Tab] = []
+
+    def open_tab(init_script: str | None = None) -> Tab:
+        opened.append(Tab(browser, live_server, init_script))
+        return opened[-1]
+
+    yield open_tab
+    for t in opened:
+        t.context.close()
+
+
+def received(work, done, timeout: float = 20) -> list[ReceivedEvent]:
+    """Run the worker until `done(rows)` holds for the recorded events."""
+    deadline = time.monotonic() + timeout
+    while True:
+        work()
+        db.session.remove()
+        rows = list(db.session.scalars(select(ReceivedEvent).order_by(ReceivedEvent.id)))
+        if done(rows):
+            return rows
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out; received {[(r.type, r.event_name) for r in rows]}")
+        time.sleep(0.1)
+
+
+def named(rows: list[ReceivedEvent], event_name: str) -> list[ReceivedEvent]:
+    return [r for r in rows if r.event_name == event_name]
+
+
+@needs_chromium
+def test_landing_twclid_rides_on_every_event_and_later_pages(shop, tab, work):
+    shop.pages["page1.html"] = (
+        'xtag.track("Order Completed", {value: 20, currency: "usd"});'
+        "window.trackedBeforeLoad = !xtag.load;"
+    )
+    shop.pages["page2.html"] = ""
+    t = tab()
+
+    t.page.goto(shop.url("page1.html?twclid=abc123"))
+    rows = received(work, lambda rows: named(rows, "page") and named(rows, "Order Completed"))
+
+    assert t.page.evaluate("window.trackedBeforeLoad") is True
+    assert sorted((r.type, r.event_name) for r in rows) == [
+        ("page", "page"),
+        ("track", "Order Completed"),
+    ]
+    (landing,) = named(rows, "page")
+    (order,) = named(rows, "Order Completed")
+    assert order.message["properties"] == {"value": 20, "currency": "usd"}
+    assert landing.message["context"]["page"]["url"] == shop.url("page1.html?twclid=abc123")
+    assert landing.message["context"]["page"]["title"] == "page1.html"
+    assert order.message["context"]["library"]["name"] == "xtag.js"
+    for row in rows:
+        assert row.identifiers["twclid"] == "abc123"
+        assert "HeadlessChrome" in row.identifiers["user_agent"]
+
+    cookies = t.cookies()
+    assert set(cookies) == {("localhost", "_xtag_aid"), ("localhost", "_xtag_twclid")}
+    twclid, aid = cookies["localhost", "_xtag_twclid"], cookies["localhost", "_xtag_aid"]
+    assert twclid["value"] == "abc123"
+    assert (twclid["path"], twclid["sameSite"], twclid["secure"]) == ("/", "Lax", False)
+    assert abs(twclid["expires"] - time.time() - 30 * DAY) < 3600
+    assert abs(aid["expires"] - time.time() - 365 * DAY) < 3600
+    assert {r.message["anonymousId"] for r in rows} == {aid["value"]}
+
+    t.page.click("#next")
+    rows = received(work, lambda rows: len(named(rows, "page")) == 2)
+
+    later = named(rows, "page")[1]
+    assert later.message["context"]["page"]["url"] == shop.url("page2.html")
+    assert later.message["context"]["page"]["referrer"] == shop.url("page1.html?twclid=abc123")
+    assert later.identifiers["twclid"] == "abc123"
+    assert later.message["anonymousId"] == aid["value"]
+    assert len(rows) == 3
+    message_ids = [r.message_id for r in rows]
+    assert len(set(message_ids)) == 3
+    assert all(UUID.match(m) for m in message_ids), message_ids
+    assert t.collector_calls() == [("ping", "/v1/batch"), ("ping", "/v1/page")]
+    assert t.errors == []
+
+
+@needs_chromium
+def test_auto_page_off_sends_no_page_view(shop, tab, work):
+    shop.pages["quiet.html"] = 'xtag.autoPage = false; xtag.track("Signup");'
+    t = tab()
+
+    t.page.goto(shop.url("quiet.html"))
+    received(work, lambda rows: named(rows, "Signup"))
+    t.page.evaluate('xtag.track("Lead")')
+    rows = received(work, lambda rows: named(rows, "Lead"))
+
+    assert [(r.type, r.event_name) for r in rows] == [("track", "Signup"), ("track", "Lead")]
+    assert t.errors == []
+
+
+@needs_chromium
+def test_identify_keeps_the_user_across_pages_until_reset(shop, tab, work):
+    shop.pages["account.html"] = 'xtag.identify("user-42", {plan: "pro"});'
+    shop.pages["page2.html"] = ""
+    t = tab()
+
+    t.page.goto(shop.url("account.html"))
+    rows = received(work, lambda rows: len(rows) == 2)
+    t.page.click("#next")
+    rows = received(work, lambda rows: len(rows) == 3)
+
+    identify = next(r for r in rows if r.type == "identify")
+    assert identify.outcome == "identified"
+    assert identify.message["userId"] == "user-42"
+    later = rows[-1]
+    assert later.message["context"]["page"]["url"] == shop.url("page2.html")
+    assert later.message["userId"] == "user-42"
+    anonymous_id = later.message["anonymousId"]
+
+    t.page.evaluate('xtag.reset(); xtag.track("After Logout")')
+    rows = received(work, lambda rows: named(rows, "After Logout"))
+
+    (after,) = named(rows, "After Logout")
+    assert after.message["userId"] is None
+    assert after.message["anonymousId"] not in (None, anonymous_id)
+    assert t.errors == []
+
+
+@needs_chromium
+def test_without_send_beacon_or_random_uuid_events_go_by_fetch(shop, tab, work):
+    shop.pages["page1.html"] = 'xtag.track("Order Completed", {value: 20});'
+    t = tab(
+        "Navigator.prototype.sendBeacon = function () { return false; };"
+        "delete Crypto.prototype.randomUUID;"
+    )
+
+    t.page.goto(shop.url("page1.html?twclid=abc123"))
+    rows = received(work, lambda rows: len(rows) == 2)
+    t.page.evaluate('xtag.track("Lead")')
+    rows = received(work, lambda rows: named(rows, "Lead"))
+
+    assert sorted(r.event_name for r in rows) == ["Lead", "Order Completed", "page"]
+    assert all(r.identifiers["twclid"] == "abc123" for r in rows)
+    message_ids = [r.message_id for r in rows]
+    assert len(set(message_ids)) == 3
+    assert all(UUID.match(m) for m in message_ids), message_ids
+    assert t.collector_calls() == [("fetch", "/v1/batch"), ("fetch", "/v1/track")]
+    assert t.errors == []
+
+
+@needs_chromium
+def test_a_wrong_visitor_clock_does_not_move_the_event_time(shop, tab, work):
+    shop.pages["page1.html"] = ""
+    t = tab(
+        "(function () { var Real = Date, skew = 3 * 864e5;"
+        "  function Skewed() { return arguments.length ? new (Function.prototype.bind.apply("
+        "    Real, [null].concat([].slice.call(arguments)))) : new Real(Real.now() + skew); }"
+        "  Skewed.prototype = Real.prototype; Skewed.UTC = Real.UTC; Skewed.parse = Real.parse;"
+        "  Skewed.now = function () { return Real.now() + skew; }; window.Date = Skewed; })();"
+    )
+
+    t.page.goto(shop.url("page1.html"))
+    (row,) = received(work, lambda rows: len(rows) == 1)
+
+    assert t.page.evaluate("new Date().getTime() - performance.timeOrigin") > DAY * 1000
+    recorded = datetime.fromisoformat(row.message["timestamp"].replace("Z", "+00:00"))
+    assert abs(recorded - datetime.now(UTC)) < timedelta(minutes=5)
+    assert t.errors == []
