@@ -10,13 +10,11 @@ from datetime import datetime
 
 from sqlalchemy import insert, select, update
 
-from xtag import inbox, queue
+from xtag import delivery, inbox, mapping, queue
 from xtag.collector.enqueue import dedup_key, traits_keys
 from xtag.collector.intake import parse_time
 from xtag.extensions import db
-from xtag.models import Mapping, ReceivedEvent, Site
-
-STRONG = ("twclid", "hashed_email", "hashed_phone_number")
+from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site
 
 
 def duplicates(pairs: list[tuple[str, dict]]) -> list[bool]:
@@ -55,69 +53,112 @@ def with_traits(events: list[dict]) -> None:
                 event["identifiers"].setdefault(name.decode(), value.decode())
 
 
-def _outcome(event: dict, duplicate: bool, mapped: dict) -> tuple[str, str | None, list[str]]:
+def rules_for(site_ids: set[int]) -> dict[tuple[int, str], list[mapping.Rule]]:
+    """Enabled mappings by (site, event name), as the mapper takes them."""
+    rules: dict[tuple[int, str], list[mapping.Rule]] = defaultdict(list)
+    rows = db.session.execute(
+        select(Mapping, Pixel.pixel_id)
+        .join(Pixel, Mapping.pixel_key == Pixel.id)
+        .where(Mapping.site_id.in_(site_ids), Mapping.enabled.is_(True))
+        .order_by(Mapping.id)
+    )
+    for row, pixel_id in rows:
+        rules[(row.site_id, row.event_name)].append(
+            mapping.Rule(row.pixel_key, pixel_id, row.x_event_id, row.description, row.fields or {})
+        )
+    return rules
+
+
+def outcome(
+    event: dict, duplicate: bool, rules: list[mapping.Rule]
+) -> tuple[str, str | None, mapping.Result | None]:
+    """What becomes of an event: (outcome, reason, conversions if any)."""
     message = event["message"]
     if event.get("drop") == "consent":
-        return "dropped", "consent", []
+        return "dropped", "consent", None
     if duplicate:
-        return "dropped", "duplicate", []
+        return "dropped", "duplicate", None
     if message["type"] == "identify":
-        return "identified", None, []
+        return "identified", None, None
     if message["event"] is None:
-        return "ignored", f"{message['type']} messages are not conversions", []
-    pixels = mapped.get((event["site_id"], message["event"]), [])
-    if not pixels:
-        return "unmapped", None, []
-    if not any(k in event["identifiers"] for k in STRONG):
-        return "dropped", "no_identifier", []
-    return "queued", None, pixels
+        return "ignored", f"{message['type']} messages are not conversions", None
+    result = mapping.conversions_for(event, rules)
+    if result.reason == "unmapped":
+        return "unmapped", None, None
+    if result.reason:
+        return "dropped", result.reason, None
+    return "forwarded", None, result
 
 
 def record(entries: list[inbox.Entry]) -> int:
-    """Record the events of inbox entries with their outcome, in one transaction."""
+    """Record inbox entries: each event with its outcome, and the conversions
+    it produced waiting for their batch, in one transaction."""
     pairs = [(entry.token, event) for entry in entries for event in entry.events]
     if not pairs:
         return 0
     verdicts = duplicates(pairs)
     events = [event for _, event in pairs]
     with_traits(events)
-    mapped: dict[tuple[int, str], list[str]] = defaultdict(list)
-    rows = db.session.execute(
-        select(Mapping.site_id, Mapping.event_name, Mapping.pixel_key).where(
-            Mapping.site_id.in_({e["site_id"] for e in events}), Mapping.enabled.is_(True)
-        )
-    )
-    for site_id, event_name, pixel_key in rows:
-        mapped[(site_id, event_name)].append(str(pixel_key))
-    values = []
+    rules = rules_for({e["site_id"] for e in events})
+    rows, results = [], []
     last_seen: dict[int, datetime] = {}
     for event, duplicate in zip(events, verdicts, strict=True):
-        outcome, reason, pixels = _outcome(event, duplicate, mapped)
         message = event["message"]
+        name, reason, result = outcome(
+            event, duplicate, rules.get((event["site_id"], message["event"]), [])
+        )
         received = parse_time(event["received_at"])
         last_seen[event["site_id"]] = max(received, last_seen.get(event["site_id"], received))
-        values.append(
+        pixels = [rule.pixel_id for rule, _ in result.conversions] if result else []
+        rows.append(
             {
                 "site_id": event["site_id"],
                 "message_id": message["messageId"],
                 "type": message["type"],
                 "event_name": message["event"],
                 "received_at": received,
-                "outcome": outcome,
+                "outcome": name,
                 "reason": reason,
                 "pixels": pixels,
                 "identifiers": event["identifiers"],
                 "message": message,
             }
         )
-    db.session.execute(insert(ReceivedEvent), values)
+        results.append(result)
+    ids = db.session.scalars(
+        insert(ReceivedEvent).returning(ReceivedEvent.id, sort_by_parameter_order=True), rows
+    ).all()
+    items = [
+        {
+            "pixel_key": rule.pixel_key,
+            "event_id": event_id,
+            "conversion_id": conversion.get("conversion_id"),
+            "conversion": conversion,
+            "status": "waiting",
+            "created_at": row["received_at"],
+        }
+        for event_id, row, result in zip(ids, rows, results, strict=True)
+        if result
+        for rule, conversion in result.conversions
+    ]
+    if items:
+        db.session.execute(insert(DeliveryItem), items)
     for site_id, moment in last_seen.items():
         db.session.execute(
             update(Site)
-            .where(
-                Site.id == site_id, (Site.last_event_at.is_(None)) | (Site.last_event_at < moment)
-            )
+            .where(Site.id == site_id, Site.last_event_at.is_(None) | (Site.last_event_at < moment))
             .values(last_event_at=moment)
         )
     db.session.commit()
-    return len(values)
+    delivery.schedule_flushes({item["pixel_key"] for item in items})
+    return len(rows)
+
+
+def deliver_pixel(pixel_key: int) -> int:
+    """RQ job: send the conversions waiting for one pixel, in batches of 500."""
+    return delivery.deliver_pixel(pixel_key)
+
+
+def retry_delivery(delivery_id: int) -> str:
+    """RQ job: send a delivery's outstanding conversions again."""
+    return delivery.send(delivery_id)

@@ -242,10 +242,12 @@ class Delivery(db.Model):
     connection_id: Mapped[int | None] = mapped_column(
         ForeignKey("connections.id", ondelete="SET NULL")
     )
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="sending", index=True)
     conversions: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
     debug_id: Mapped[str | None] = mapped_column(String(100))
+    processed: Mapped[int | None] = mapped_column(Integer)
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -285,23 +287,27 @@ class DeliveryAttempt(db.Model):
 
 
 class DeliveryItem(db.Model):
-    """One conversion inside a delivery, tied back to the event it came from."""
+    """One conversion: waiting for a batch (no delivery yet), then inside one,
+    tied back to the event it came from."""
 
     __tablename__ = "delivery_items"
+    __table_args__ = (Index("ix_delivery_items_waiting", "pixel_key", "delivery_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    delivery_id: Mapped[int] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    pixel_key: Mapped[int] = mapped_column(ForeignKey("pixels.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
     )
     event_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("received_events.id", ondelete="SET NULL")
     )
     conversion_id: Mapped[str | None] = mapped_column(String(200))
     conversion: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
     error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    delivery: Mapped[Delivery] = relationship(back_populates="items")
+    delivery: Mapped[Delivery | None] = relationship(back_populates="items")
 
 
 class AuditEntry(db.Model):

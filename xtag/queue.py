@@ -17,6 +17,7 @@ JOB_TIMEOUT = 300
 RESULT_TTL = 0
 FAILURE_TTL = 7 * 24 * 3600
 SERIALIZER = JSONSerializer
+JOB_DEFAULTS = {"result_ttl": RESULT_TTL, "failure_ttl": FAILURE_TTL}
 
 
 def redis_url(app: Flask) -> str:

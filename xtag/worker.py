@@ -21,13 +21,14 @@ from flask import Flask
 from rq import SimpleWorker
 from sqlalchemy.exc import SQLAlchemyError
 
-from xtag import inbox, jobs, queue
+from xtag import delivery, inbox, jobs, queue
 
 log = logging.getLogger(__name__)
 
 READ_COUNT = 200
 BLOCK_MS = 1000
 RECLAIM_EVERY_SECONDS = 5.0
+SWEEP_EVERY_SECONDS = 10.0
 
 
 class AppWorker(SimpleWorker):
@@ -86,9 +87,18 @@ class Intake:
             total += count
         return total
 
+    def sweep(self) -> None:
+        """Requeue what a dead worker left behind (see delivery.sweep)."""
+        with self.app.app_context():
+            delivery.sweep()
+
     def run_forever(self) -> None:
+        next_sweep = 0.0
         while not self.stop.is_set():
             try:
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
+                    self.sweep()
                 self.run_once(BLOCK_MS)
             except Exception:  # keep consuming; the entries stay pending and are retried
                 log.exception("intake: recording events failed; retrying in 1 s")
@@ -116,6 +126,7 @@ def run(app: Flask, burst: bool = False) -> bool:
     )
     worker.flask_app = app
     if burst:
+        intake.sweep()
         intake.drain()
         while _rq_work_due(connection):
             worker.work(burst=True, with_scheduler=True, logging_level="WARNING")

@@ -1,0 +1,371 @@
+"""Conversions waiting per pixel -> batches of up to 500 -> X, signed, paced,
+retried and logged.
+
+Conversions wait in the database (`delivery_items` without a delivery), written
+in the same transaction as the events they came from, so nothing accepted can
+be lost between the intake and X. A flush job per pixel claims up to 500 of
+them into a delivery, sends it, and records every HTTP attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+import requests
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from xtag import connections, queue
+from xtag.extensions import db
+from xtag.models import Connection, Delivery, DeliveryAttempt, DeliveryItem, Pixel, utcnow
+from xtag.x_api import auth, client
+from xtag.x_api.responses import Verdict, classify
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 500
+STALE_SENDING_SECONDS = 180
+OUTSTANDING = ("sending",)
+
+_session: requests.Session | None = None
+
+
+def http() -> requests.Session:
+    global _session
+    if _session is None:
+        _session = requests.Session()
+    return _session
+
+
+# --- scheduling ---------------------------------------------------------------
+
+
+def _window() -> timedelta:
+    return timedelta(milliseconds=current_app.config["XTAG_BATCH_WINDOW_MS"])
+
+
+def _hold_key(connection_id: int) -> str:
+    return f"xtag:hold:{connection_id}"
+
+
+def held_until(connection_id: int | None) -> float | None:
+    """Epoch seconds until which X's rate limit for this connection is spent."""
+    if connection_id is None:
+        return None
+    raw = queue.redis_client().get(_hold_key(connection_id))
+    until = float(raw) if raw else None
+    return until if until and until > time.time() else None
+
+
+def _hold(connection_id: int, until: float) -> None:
+    key = _hold_key(connection_id)
+    client_ = queue.redis_client()
+    client_.set(key, str(until), exat=int(until) + 1)
+
+
+def schedule_flushes(pixel_keys: set[int]) -> None:
+    """After conversions were buffered: flush at once where 500 wait, else
+    make sure a flush runs when the batch window ends."""
+    if not pixel_keys:
+        return
+    waiting = dict(
+        db.session.execute(
+            select(DeliveryItem.pixel_key, func.count())
+            .where(DeliveryItem.pixel_key.in_(pixel_keys), DeliveryItem.delivery_id.is_(None))
+            .group_by(DeliveryItem.pixel_key)
+        ).all()
+    )
+    for pixel_key in pixel_keys:
+        if waiting.get(pixel_key, 0) >= BATCH_MAX:
+            flush_now(pixel_key)
+        else:
+            flush_later(pixel_key, _window())
+
+
+def flush_now(pixel_key: int) -> None:
+    if queue.redis_client().set(f"xtag:flushnow:{pixel_key}", 1, nx=True, px=2000):
+        queue.queue(queue.DELIVERIES).enqueue_call(
+            "xtag.jobs.deliver_pixel", kwargs={"pixel_key": pixel_key}, **queue.JOB_DEFAULTS
+        )
+
+
+def flush_later(pixel_key: int, delay: timedelta) -> None:
+    millis = max(int(delay.total_seconds() * 1000), 1)
+    if queue.redis_client().set(f"xtag:flush:{pixel_key}", 1, nx=True, px=millis):
+        queue.queue(queue.DELIVERIES).enqueue_in(
+            delay, "xtag.jobs.deliver_pixel", pixel_key=pixel_key, **queue.JOB_DEFAULTS
+        )
+
+
+def _retry_later(delivery: Delivery, at: datetime) -> None:
+    delivery.status = "retrying"
+    delivery.next_retry_at = at
+    queue.queue(queue.DELIVERIES).enqueue_at(
+        at,
+        "xtag.jobs.retry_delivery",
+        delivery_id=delivery.id,
+        job_id=f"xtag-retry-{delivery.id}-{delivery.retries}-{int(at.timestamp())}",
+        **queue.JOB_DEFAULTS,
+    )
+
+
+# --- claiming -------------------------------------------------------------------
+
+
+def claim(pixel_key: int) -> int | None:
+    """Move up to 500 waiting conversions of a pixel into a new delivery.
+
+    A short tail (< 500) is only taken once its oldest conversion has waited
+    the batch window; otherwise a flush is scheduled for then.
+    """
+    rows = db.session.execute(
+        select(DeliveryItem.id, DeliveryItem.created_at)
+        .where(DeliveryItem.pixel_key == pixel_key, DeliveryItem.delivery_id.is_(None))
+        .order_by(DeliveryItem.id)
+        .limit(BATCH_MAX)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        db.session.rollback()
+        return None
+    due = rows[0].created_at + _window()
+    if len(rows) < BATCH_MAX and due > utcnow():
+        db.session.rollback()
+        flush_later(pixel_key, due - utcnow())
+        return None
+    pixel = db.session.get(Pixel, pixel_key)
+    delivery = Delivery(pixel_key=pixel_key, connection_id=pixel.connection_id, status="sending")
+    db.session.add(delivery)
+    db.session.flush()
+    taken = db.session.execute(
+        update(DeliveryItem)
+        .where(DeliveryItem.id.in_([r.id for r in rows]), DeliveryItem.delivery_id.is_(None))
+        .values(delivery_id=delivery.id, status="sending")
+    ).rowcount
+    if not taken:
+        db.session.rollback()
+        return None
+    delivery.conversions = taken
+    db.session.commit()
+    return delivery.id
+
+
+def deliver_pixel(pixel_key: int) -> int:
+    """Claim and send batches for a pixel until only a young tail waits."""
+    pixel = db.session.get(Pixel, pixel_key)
+    if pixel is None:
+        return 0
+    held = held_until(pixel.connection_id)
+    if held:
+        flush_later(pixel_key, timedelta(seconds=held - time.time()))
+        return 0
+    sent = 0
+    while (delivery_id := claim(pixel_key)) is not None:
+        send(delivery_id)
+        sent += 1
+    return sent
+
+
+# --- sending --------------------------------------------------------------------
+
+
+class _Attempt:
+    """One delivery's sending state: auth, the HTTP session, and what X said."""
+
+    def __init__(self, delivery: Delivery, connection: Connection):
+        self.delivery = delivery
+        self.connection = connection
+        self.credentials = (
+            connections.oauth2_credentials(connection.id)
+            if connection.auth_type == "oauth2"
+            else connection.credentials
+        )
+        self.refreshed = False
+        config = current_app.config
+        self.url = client.conversions_url(
+            config["XTAG_X_API_BASE"], config["XTAG_X_API_VERSION"], delivery.pixel.pixel_id
+        )
+        self.retry: Verdict | None = None
+
+    def post(self, items: list[DeliveryItem]) -> Verdict:
+        conversions = [item.conversion for item in items]
+        answer = client.post(
+            http(),
+            self.url,
+            conversions,
+            auth.for_connection(self.connection.auth_type, self.credentials),
+        )
+        verdict = classify(answer.status, answer.headers, answer.body, answer.error)
+        self.log(items, conversions, answer, verdict)
+        if (
+            verdict.kind == "unauthorized"
+            and self.connection.auth_type == "oauth2"
+            and not self.refreshed
+        ):
+            self.refreshed = True
+            try:
+                self.credentials = connections.oauth2_credentials(
+                    self.connection.id, rejected_token=self.credentials["access_token"]
+                )
+            except connections.RefreshFailed as exc:
+                return Verdict("unauthorized", str(exc))
+            return self.post(items)
+        return verdict
+
+    def log(self, items, conversions, answer: client.Answer, verdict: Verdict) -> None:
+        delivery = self.delivery
+        delivery.attempts += 1
+        delivery.last_status_code = answer.status
+        delivery.last_error = verdict.message or None
+        if verdict.debug_id:
+            delivery.debug_id = verdict.debug_id
+            delivery.processed = (delivery.processed or 0) + (verdict.processed or len(items))
+        db.session.add(
+            DeliveryAttempt(
+                delivery_id=delivery.id,
+                number=delivery.attempts,
+                conversions=len(items),
+                request_body=json.dumps({"conversions": conversions}, separators=(",", ":")),
+                status_code=answer.status,
+                response_body=answer.body or None,
+                debug_id=verdict.debug_id,
+                error=answer.error or (verdict.message if verdict.kind != "delivered" else None),
+                duration_ms=answer.duration_ms,
+            )
+        )
+        if verdict.hold_until:
+            _hold(self.connection.id, verdict.hold_until)
+        log.info(
+            "delivery %s pixel %s: %d conversions -> %s in %d ms",
+            delivery.id, delivery.pixel_key, len(items), answer.status or answer.error,
+            answer.duration_ms,
+        )  # fmt: skip
+        db.session.commit()
+
+    def run(self, items: list[DeliveryItem]) -> None:
+        """Send items; a rejected batch is halved until the bad conversions are alone."""
+        verdict = self.post(items)
+        if verdict.kind == "delivered":
+            self._settle(items, "delivered", None)
+            connections.mark(self.connection, healthy=True)
+        elif verdict.kind == "invalid" and len(items) > 1:
+            middle = len(items) // 2
+            self.run(items[:middle])
+            self.run(items[middle:])
+        elif verdict.kind == "invalid":
+            self._settle(items, "rejected", verdict.message)
+        elif verdict.kind == "retry":
+            self.retry = verdict
+        else:  # 401 / 403 / 404 and other refusals: nothing will change by retrying
+            self._settle(items, "failed", verdict.message)
+            connections.mark(self.connection, healthy=False, error=verdict.message)
+        db.session.commit()
+
+    @staticmethod
+    def _settle(items: list[DeliveryItem], status: str, error: str | None) -> None:
+        for item in items:
+            item.status, item.error = status, error
+
+
+def _finish(delivery: Delivery, retry: Verdict | None) -> None:
+    outstanding = [i for i in delivery.items if i.status in OUTSTANDING]
+    delays = current_app.config["XTAG_RETRY_DELAYS"]
+    if outstanding and retry is not None and delivery.retries < len(delays):
+        delay = delays[delivery.retries] * random.uniform(0.8, 1.2)
+        at = time.time() + delay
+        if retry.retry_at:
+            at = max(at, retry.retry_at + random.uniform(0, 1))
+        delivery.retries += 1
+        _retry_later(delivery, datetime.fromtimestamp(at, UTC))
+    else:
+        for item in outstanding:
+            item.status = "failed"
+            item.error = item.error or (retry.message if retry else "not delivered")
+        statuses = {item.status for item in delivery.items}
+        if statuses == {"delivered"}:
+            delivery.status = "delivered"
+        elif "delivered" in statuses:
+            delivery.status = "partial"
+        else:
+            delivery.status = "failed"
+        delivery.next_retry_at = None
+    db.session.commit()
+
+
+def send(delivery_id: int) -> str:
+    """Send a delivery's outstanding conversions; returns its new status."""
+    delivery = db.session.get(Delivery, delivery_id)
+    if delivery is None or delivery.status in ("delivered", "partial", "failed"):
+        return delivery.status if delivery else "missing"
+    connection = delivery.pixel.connection
+    if connection is None:
+        for item in delivery.items:
+            item.status, item.error = "failed", "the pixel has no connection to X"
+        delivery.last_error = "the pixel has no connection to X"
+        _finish(delivery, None)
+        return delivery.status
+    held = held_until(connection.id)
+    if held:
+        _retry_later(delivery, datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
+        db.session.commit()
+        return delivery.status
+    delivery.status = "sending"
+    db.session.commit()
+    outstanding = [i for i in delivery.items if i.status in OUTSTANDING]
+    try:
+        attempt = _Attempt(delivery, connection)
+    except connections.RefreshFailed as exc:
+        for item in outstanding:
+            item.status, item.error = "failed", str(exc)
+        connections.mark(connection, healthy=False, error=str(exc))
+        delivery.last_error = str(exc)
+        _finish(delivery, None)
+        return delivery.status
+    if outstanding:
+        attempt.run(outstanding)
+    _finish(delivery, attempt.retry)
+    return delivery.status
+
+
+def retry_by_hand(delivery_id: int) -> bool:
+    """Queue a failed or partial delivery again: its conversions that were not
+    rejected by X as invalid are sent once more, with a fresh retry schedule."""
+    delivery = db.session.get(Delivery, delivery_id)
+    if delivery is None or delivery.status not in ("failed", "partial"):
+        return False
+    again = [i for i in delivery.items if i.status == "failed"]
+    if not again:
+        return False
+    for item in again:
+        item.status, item.error = "sending", None
+    delivery.status, delivery.retries = "retrying", 0
+    _retry_later(delivery, utcnow())
+    db.session.commit()
+    return True
+
+
+def sweep() -> int:
+    """Recover work a dead worker left: deliveries stuck in 'sending', and
+    waiting conversions whose flush was lost. Returns how many were requeued."""
+    stale = utcnow() - timedelta(
+        seconds=current_app.config.get("XTAG_STALE_SENDING_SECONDS", STALE_SENDING_SECONDS)
+    )
+    stuck = db.session.scalars(
+        select(Delivery).where(Delivery.status == "sending", Delivery.updated_at < stale)
+    ).all()
+    for delivery in stuck:
+        _retry_later(delivery, utcnow())
+    late = utcnow() - 2 * _window() - timedelta(seconds=1)
+    pixels = db.session.scalars(
+        select(DeliveryItem.pixel_key)
+        .where(DeliveryItem.delivery_id.is_(None), DeliveryItem.created_at < late)
+        .distinct()
+    ).all()
+    db.session.commit()
+    for pixel_key in pixels:
+        flush_now(pixel_key)
+    return len(stuck) + len(pixels)

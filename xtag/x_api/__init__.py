@@ -1,0 +1,1 @@
+"""Talking to X's Conversions API: auth strategies, the request, and what an answer means."""
