@@ -142,3 +142,35 @@ def work(app):
         worker.run(app, burst=True)
 
     return run
+
+
+@pytest.fixture
+def deliver(app):
+    """Run the worker until nothing is waiting: inbox, queues, scheduled jobs
+    (batch windows, retries) and unbatched conversions; fails after `timeout`."""
+    from xtag import inbox, worker
+    from xtag.models import DeliveryItem
+
+    def pending() -> bool:
+        connection = queue.redis_client(app)
+        if inbox.depth(connection):
+            return True
+        for name in queue.QUEUES:
+            q = queue.queue(name, connection=connection)
+            if q.count or q.scheduled_job_registry.count:
+                return True
+        with app.app_context():
+            waiting = db.session.query(DeliveryItem).filter(DeliveryItem.delivery_id.is_(None)).count()
+            db.session.remove()
+        return bool(waiting)
+
+    def run(timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            worker.run(app, burst=True)
+            if not pending():
+                return
+            assert time.monotonic() < deadline, "work still pending after the timeout"
+            time.sleep(0.05)
+
+    return run

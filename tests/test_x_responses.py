@@ -1,0 +1,79 @@
+"""What each answer in the spec's status table means for a batch."""
+
+import pytest
+
+from xtag.x_api.responses import classify, error_message
+
+OK_BODY = (
+    '{"request":{"params":{"account_id":"18ce552mlaq"}},'
+    '"data":{"conversions_processed":2,"debug_id":"ff02e052-36e4-47d6-bdf0-6d8986446562"}}'
+)
+BAD_BODY = (
+    '{"errors":[{"code":"INVALID_PARAMETER","message":"event_id (o6dkt) is not a single event tag (SET)",'
+    '"parameter":"event_id"}],"request":{"params":{}}}'
+)
+
+
+def test_200_records_debug_id_and_processed():
+    verdict = classify(200, {}, OK_BODY)
+    assert (verdict.kind, verdict.debug_id, verdict.processed) == (
+        "delivered",
+        "ff02e052-36e4-47d6-bdf0-6d8986446562",
+        2,
+    )
+
+
+def test_400_is_invalid_with_xs_message():
+    verdict = classify(400, {}, BAD_BODY)
+    assert verdict.kind == "invalid"
+    assert "event_id (o6dkt) is not a single event tag (SET)" in verdict.message
+
+
+@pytest.mark.parametrize("status", [408, 423, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(status):
+    assert classify(status, {}, "").kind == "retry"
+
+
+def test_timeouts_and_connection_errors_are_retried():
+    verdict = classify(None, {}, "", "timed out waiting for X")
+    assert (verdict.kind, verdict.message) == ("retry", "timed out waiting for X")
+
+
+def test_429_waits_until_reset_and_holds_the_connection():
+    verdict = classify(
+        429, {"x-rate-limit-reset": "1900000000", "x-rate-limit-remaining": "0"}, '{"errors":[]}'
+    )
+    assert (verdict.kind, verdict.retry_at, verdict.hold_until) == (
+        "retry",
+        1900000000.0,
+        1900000000.0,
+    )
+
+
+def test_spent_rate_limit_on_success_holds_the_connection():
+    headers = {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "1900000000"}
+    assert classify(200, headers, OK_BODY).hold_until == 1900000000.0
+    assert classify(200, {**headers, "X-Rate-Limit-Remaining": "5"}, OK_BODY).hold_until is None
+
+
+def test_401_asks_for_a_refresh_403_404_are_terminal():
+    assert classify(401, {}, '{"errors":[{"code":"UNAUTHORIZED","message":"bad"}]}').kind == (
+        "unauthorized"
+    )
+    forbidden = classify(
+        403, {}, '{"errors":[{"code":"UNAUTHORIZED_CLIENT_APPLICATION","message":"no access"}]}'
+    )
+    assert forbidden.kind == "terminal" and "UNAUTHORIZED_CLIENT_APPLICATION" in forbidden.message
+
+
+def test_html_error_bodies_are_decided_by_status():
+    verdict = classify(404, {}, "<html><body><h1>Not Found</h1>\n</body></html>")
+    assert verdict.kind == "terminal"
+    assert verdict.message == "HTTP 404: <html><body><h1>Not Found</h1> </body></html>"
+
+
+def test_error_message_prefers_xs_errors_list():
+    assert (
+        error_message('{"errors":[{"code":"A","message":"one"},{"message":"two"}]}') == "A one; two"
+    )
+    assert error_message("plain   text\nbody") == "plain text body"
