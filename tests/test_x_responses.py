@@ -9,7 +9,8 @@ OK_BODY = (
     '"data":{"conversions_processed":2,"debug_id":"ff02e052-36e4-47d6-bdf0-6d8986446562"}}'
 )
 BAD_BODY = (
-    '{"errors":[{"code":"INVALID_PARAMETER","message":"event_id (o6dkt) is not a single event tag (SET)",'
+    '{"errors":[{"code":"INVALID_PARAMETER",'
+    '"message":"event_id (o6dkt) is not a single event tag (SET)",'
     '"parameter":"event_id"}],"request":{"params":{}}}'
 )
 

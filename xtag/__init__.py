@@ -45,10 +45,11 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from xtag import admin, collector
+    from xtag import admin, collector, ops
 
     csrf.exempt(collector.bp)
     app.register_blueprint(collector.bp)
+    app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
 
 

@@ -29,6 +29,15 @@ READ_COUNT = 200
 BLOCK_MS = 1000
 RECLAIM_EVERY_SECONDS = 5.0
 SWEEP_EVERY_SECONDS = 10.0
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_TTL = 30
+HEARTBEAT_PREFIX = "xtag:heartbeat:"
+
+
+def alive(connection: redis.Redis) -> list[str]:
+    """Names of workers that reported within HEARTBEAT_TTL seconds."""
+    prefix = len(HEARTBEAT_PREFIX)
+    return sorted(k.decode()[prefix:] for k in connection.scan_iter(f"{HEARTBEAT_PREFIX}*"))
 
 
 class AppWorker(SimpleWorker):
@@ -92,10 +101,16 @@ class Intake:
         with self.app.app_context():
             delivery.sweep()
 
+    def heartbeat(self) -> None:
+        self.client.set(f"{HEARTBEAT_PREFIX}{self.name}", int(time.time()), ex=HEARTBEAT_TTL)
+
     def run_forever(self) -> None:
-        next_sweep = 0.0
+        next_sweep = next_beat = 0.0
         while not self.stop.is_set():
             try:
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
+                    self.heartbeat()
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
                     self.sweep()
@@ -139,3 +154,4 @@ def run(app: Flask, burst: bool = False) -> bool:
     finally:
         intake.stop.set()
         thread.join(timeout=5)
+        connection.delete(f"{HEARTBEAT_PREFIX}{intake.name}")

@@ -1,0 +1,29 @@
+"""Health and readiness, as a load balancer and an operator see them."""
+
+from xtag import create_app, queue, worker
+
+
+def test_healthz_answers_while_the_process_is_up(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_readyz_needs_a_live_worker(app, client):
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json["checks"]["database"] == {"ok": True}
+    assert r.json["checks"]["workers"] == {"ok": False, "alive": 0}
+    with app.app_context():
+        intake = worker.Intake(app, name="test-worker")
+        intake.heartbeat()
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json["status"] == "ready"
+    assert r.json["checks"]["workers"] == {"ok": True, "alive": 1}
+    assert queue.redis_client(app).ttl("xtag:heartbeat:test-worker") <= worker.HEARTBEAT_TTL
+
+
+def test_readyz_reports_redis_down(environ, _schema):
+    app = create_app({"TESTING": True}, environ={**environ, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.json["checks"]["redis"]["ok"] is False
+    assert r.json["checks"]["database"]["ok"] is True
