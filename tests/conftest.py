@@ -20,12 +20,14 @@ from flask_migrate import upgrade
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
+from tests import fake_x as fakes
 from tests import pii
 from xtag import create_app, embedded, queue
 from xtag.collector import sites
 from xtag.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
+fake_x = fakes.fake_x
 
 
 @pytest.fixture(scope="session")
@@ -160,7 +162,9 @@ def deliver(app):
             if q.count or q.scheduled_job_registry.count:
                 return True
         with app.app_context():
-            waiting = db.session.query(DeliveryItem).filter(DeliveryItem.delivery_id.is_(None)).count()
+            waiting = (
+                db.session.query(DeliveryItem).filter(DeliveryItem.delivery_id.is_(None)).count()
+            )
             db.session.remove()
         return bool(waiting)
 

@@ -28,7 +28,6 @@ from xtag.x_api.responses import Verdict, classify
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 500
-STALE_SENDING_SECONDS = 180
 OUTSTANDING = ("sending",)
 
 _session: requests.Session | None = None
@@ -198,6 +197,7 @@ class _Attempt:
             self.url,
             conversions,
             auth.for_connection(self.connection.auth_type, self.credentials),
+            timeout=(5, current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
         )
         verdict = classify(answer.status, answer.headers, answer.body, answer.error)
         self.log(items, conversions, answer, verdict)
@@ -351,9 +351,7 @@ def retry_by_hand(delivery_id: int) -> bool:
 def sweep() -> int:
     """Recover work a dead worker left: deliveries stuck in 'sending', and
     waiting conversions whose flush was lost. Returns how many were requeued."""
-    stale = utcnow() - timedelta(
-        seconds=current_app.config.get("XTAG_STALE_SENDING_SECONDS", STALE_SENDING_SECONDS)
-    )
+    stale = utcnow() - timedelta(seconds=current_app.config["XTAG_STALE_SENDING_SECONDS"])
     stuck = db.session.scalars(
         select(Delivery).where(Delivery.status == "sending", Delivery.updated_at < stale)
     ).all()

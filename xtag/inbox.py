@@ -6,7 +6,8 @@ one event per request, so a job per request would cap intake at a few hundred
 events per second per worker. The stream lets one worker take hundreds of
 requests in one read, and its pending-entries list gives at-least-once
 delivery: an entry is removed only after its events are safely recorded, and
-entries a dead worker had read are claimed by another after `CLAIM_IDLE_MS`.
+entries a dead worker had read are claimed by another after
+XTAG_INBOX_CLAIM_MS.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import redis
 
 STREAM = "xtag:inbox"
 GROUP = "xtag-workers"
-CLAIM_IDLE_MS = 60_000
 
 
 class Entry(NamedTuple):
@@ -64,9 +64,7 @@ def peek(client: redis.Redis) -> list[Entry]:
     return _entries(client.xrange(STREAM))
 
 
-def reclaim(
-    client: redis.Redis, consumer: str, count: int, idle_ms: int = CLAIM_IDLE_MS
-) -> list[Entry]:
+def reclaim(client: redis.Redis, consumer: str, count: int, idle_ms: int) -> list[Entry]:
     """Entries another consumer read but never acknowledged (it died)."""
     answer = client.xautoclaim(STREAM, GROUP, consumer, idle_ms, "0-0", count=count)
     return _entries(answer[1])  # Redis 7 adds a third element (deleted ids)

@@ -56,7 +56,7 @@ class Intake:
         self.app = app
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.client = queue.redis_client(app)
-        self.claim_idle_ms = app.config.get("XTAG_INBOX_CLAIM_MS", inbox.CLAIM_IDLE_MS)
+        self.claim_idle_ms = app.config["XTAG_INBOX_CLAIM_MS"]
         self.stop = threading.Event()
         self._next_reclaim = 0.0
         self._retry_own = True

@@ -1,0 +1,351 @@
+"""Events accepted by the collector reach a fake X on loopback as valid,
+hashed, signed, batched conversions; every status of the spec's table."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from tests import factories, pii
+from xtag import connections, delivery
+from xtag.extensions import db
+from xtag.identity import hash_email, hash_phone
+from xtag.models import Connection, Delivery, DeliveryItem, Mapping, Pixel, ReceivedEvent
+
+PIXEL = "o8z6j"
+EVENT = "o87ne"
+
+CREDENTIALS = {
+    "pixel_token": lambda fake: {"token": fake.pixel_token},
+    "oauth1": lambda fake: {
+        "consumer_key": fake.consumer_key,
+        "consumer_secret": fake.consumer_secret,
+        "access_token": fake.oauth1_access_token,
+        "access_token_secret": fake.oauth1_access_token_secret,
+    },
+    "oauth2": lambda fake: {
+        "client_id": fake.client_id,
+        "client_secret": fake.client_secret,
+        "access_token": fake.access_token,
+        "refresh_token": fake.refresh_token,
+        "expires_at": int(time.time()) + 7200,
+    },
+}
+
+
+@pytest.fixture
+def x_app(app, fake_x):
+    app.config["XTAG_X_API_BASE"] = fake_x.base_url
+    app.config["XTAG_X_OAUTH2_TOKEN_URL"] = f"{fake_x.base_url}/2/oauth2/token"
+    app.config["XTAG_X_TIMEOUT_SECONDS"] = 1
+    return app
+
+
+def setup_shop(fake_x, auth_type="pixel_token", credentials=None):
+    site = factories.site(default_phone_region="US")
+    connection = Connection(name="X", auth_type=auth_type)
+    connection.credentials = credentials or CREDENTIALS[auth_type](fake_x)
+    pixel = Pixel(pixel_id=PIXEL, name="Main", connection=connection)
+    db.session.add_all([connection, pixel])
+    db.session.add(Mapping(site=site, event_name="Order Completed", pixel=pixel, x_event_id=EVENT))
+    db.session.commit()
+    return site
+
+
+def basic(key: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def order(n: int, **extra) -> dict:
+    message = {
+        "type": "track",
+        "event": "Order Completed",
+        "anonymousId": f"anon-{n}",
+        "messageId": f"msg-{n}",
+        "properties": {"order_id": f"order-{n}", "revenue": 20, "currency": "eur"},
+        "context": {"twclid": f"tw-{n}"},
+    }
+    message.update(extra)
+    return message
+
+
+def send(client, site, messages) -> None:
+    for start in range(0, len(messages), 100):
+        r = client.post(
+            "/v1/batch",
+            json={"batch": messages[start : start + 100]},
+            headers=basic(site.write_key),
+        )
+        assert r.status_code == 200, r.json
+
+
+def deliveries() -> list[Delivery]:
+    db.session.expire_all()
+    return list(db.session.scalars(select(Delivery).order_by(Delivery.id)))
+
+
+def items() -> list[DeliveryItem]:
+    db.session.expire_all()
+    return list(db.session.scalars(select(DeliveryItem).order_by(DeliveryItem.id)))
+
+
+# --- the happy path for each auth type -------------------------------------------
+
+
+@pytest.mark.parametrize("auth_type", ["pixel_token", "oauth1", "oauth2"])
+def test_events_reach_x_as_valid_signed_conversions(x_app, client, ctx, fake_x, deliver, auth_type):
+    site = setup_shop(fake_x, auth_type)
+    identified = order(
+        1,
+        traits={"email": pii.RAW_EMAIL},
+        context={"traits": {"phone": pii.RAW_PHONE_LOCAL}, "ip": "203.0.113.9", "twclid": "tw-1"},
+    )
+    send(client, site, [identified, order(2)])
+    deliver()
+    [request] = fake_x.calls()
+    assert request.status == 200 and request.authenticated
+    assert request.auth == {"oauth2": "bearer"}.get(auth_type, auth_type)
+    first, second = request.conversions
+    assert first["event_id"] == EVENT and first["conversion_id"] == "order-1"
+    assert first["value"] == "20.00" and first["price_currency"] == "EUR"
+    assert first["identifiers"][:3] == [
+        {"twclid": "tw-1"},
+        {"hashed_email": hash_email(pii.RAW_EMAIL)},
+        {"hashed_phone_number": hash_phone(pii.RAW_PHONE_E164)},
+    ]
+    assert first["identifiers"][3]["ip_address"] == "203.0.113.9"
+    assert second["identifiers"][0] == {"twclid": "tw-2"}
+    [sent] = deliveries()
+    assert (sent.status, sent.conversions, sent.attempts, sent.processed) == ("delivered", 2, 1, 2)
+    assert sent.debug_id == request.response_json["data"]["debug_id"]
+    assert {i.status for i in items()} == {"delivered"}
+    outcomes = {(e.outcome, tuple(e.pixels)) for e in db.session.scalars(select(ReceivedEvent))}
+    assert outcomes == {("forwarded", (PIXEL,))}
+    assert (
+        sent.attempt_log[0].status_code == 200
+        and "hashed_email" in sent.attempt_log[0].request_body
+    )
+
+
+def test_1200_events_make_three_requests_of_at_most_500(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    send(client, site, [order(n) for n in range(1200)])
+    deliver()
+    sizes = sorted(len(r.conversions) for r in fake_x.calls())
+    assert sizes == [200, 500, 500]
+    assert len(fake_x.accepted(PIXEL)) == 1200
+    assert len({c["conversion_id"] for c in fake_x.accepted()}) == 1200
+
+
+def test_one_request_never_mixes_pixels(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    other = Pixel(pixel_id="abc12", name="Second", connection=db.session.scalar(select(Connection)))
+    db.session.add(Mapping(site=site, event_name="Order Completed", pixel=other, x_event_id="xyz9"))
+    db.session.commit()
+    send(client, site, [order(n) for n in range(3)])
+    deliver()
+    by_pixel = {r.pixel_id: [c["event_id"] for c in r.conversions] for r in fake_x.calls()}
+    assert by_pixel == {PIXEL: [EVENT] * 3, "abc12": ["xyz9"] * 3}
+
+
+def test_repeated_message_id_gives_one_conversion(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    send(client, site, [order(1), order(1)])
+    send(client, site, [order(1)])
+    deliver()
+    assert [c["conversion_id"] for c in fake_x.accepted()] == ["order-1"]
+
+
+def test_event_without_identifier_is_not_sent_and_says_why(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    send(client, site, [order(1, context={"ip": "203.0.113.9", "userAgent": "UA"})])
+    deliver()
+    assert fake_x.calls() == []
+    [event] = db.session.scalars(select(ReceivedEvent))
+    assert (event.outcome, event.reason) == ("dropped", "no_identifier")
+
+
+def test_disabled_mapping_sends_nothing(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    db.session.scalar(select(Mapping)).enabled = False
+    db.session.commit()
+    send(client, site, [order(1)])
+    deliver()
+    assert fake_x.calls() == []
+    assert db.session.scalar(select(ReceivedEvent)).outcome == "unmapped"
+
+
+# --- status table ------------------------------------------------------------------
+
+
+def test_400_batch_is_split_so_only_bad_conversions_fail(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    fake_x.reject_conversion_if = lambda c: (
+        ("conversion_id", "conversion_id is bad") if c.get("conversion_id") == "order-bad" else None
+    )
+    messages = [order(n) for n in range(5)]
+    messages[3]["properties"]["order_id"] = "order-bad"
+    send(client, site, messages)
+    deliver()
+    assert sorted(c["conversion_id"] for c in fake_x.accepted()) == [
+        "order-0",
+        "order-1",
+        "order-2",
+        "order-4",
+    ]
+    rejected = [i for i in items() if i.status == "rejected"]
+    assert [i.conversion_id for i in rejected] == ["order-bad"]
+    assert "conversion_id is bad" in rejected[0].error
+    [sent] = deliveries()
+    assert sent.status == "partial"
+    assert [a.conversions for a in sent.attempt_log][0] == 5
+
+
+@pytest.mark.parametrize("status", [408, 423, 500, 502, 503, 504])
+def test_transient_errors_are_retried_then_delivered(x_app, client, ctx, fake_x, deliver, status):
+    site = setup_shop(fake_x)
+    fake_x.fail_next(status)
+    send(client, site, [order(1)])
+    deliver()
+    [sent] = deliveries()
+    assert sent.status == "delivered"
+    assert [a.status_code for a in sent.attempt_log] == [status, 200]
+    assert sent.attempt_log[0].error and sent.retries == 1
+
+
+def test_timeout_is_retried(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    fake_x.hang_next(2.5)
+    send(client, site, [order(1)])
+    deliver()
+    [sent] = deliveries()
+    assert sent.status == "delivered"
+    assert sent.attempt_log[0].status_code is None and "timed out" in sent.attempt_log[0].error
+
+
+def test_429_waits_until_rate_limit_reset(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    reset = int(time.time()) + 2
+    fake_x.fail_next(429, headers={"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(reset)})
+    send(client, site, [order(1)])
+    deliver()
+    first, second = fake_x.calls()
+    assert first.status == 429 and second.status == 200
+    assert second.received_at >= reset
+
+
+def test_spent_rate_limit_holds_the_connection_until_reset(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    fake_x.rate_limit_remaining = 1
+    fake_x.rate_limit_reset = reset = int(time.time()) + 2
+    send(client, site, [order(1)])
+    deliver()
+    send(client, site, [order(2)])
+    deliver()
+    first, second = fake_x.calls()
+    assert first.status == second.status == 200  # the second waited instead of hitting a 429
+    assert second.received_at >= reset
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_auth_and_access_errors_are_terminal_and_mark_the_connection(
+    x_app, client, ctx, fake_x, deliver, status
+):
+    site = setup_shop(fake_x)
+    fake_x.fail_next(status)
+    send(client, site, [order(1)])
+    deliver()
+    [sent] = deliveries()
+    assert (sent.status, sent.attempts) == ("failed", 1)
+    connection = db.session.scalar(select(Connection))
+    assert connection.status == "unhealthy" and f"HTTP {status}" in connection.last_error
+    assert {i.status for i in items()} == {"failed"}
+
+
+def test_after_the_last_retry_a_delivery_fails_and_a_retry_by_hand_succeeds(
+    x_app, client, ctx, fake_x, deliver
+):
+    site = setup_shop(fake_x)
+    fake_x.fail_next(503, n=3)  # XTAG_RETRY_DELAYS=1,2: three attempts in all
+    send(client, site, [order(1)])
+    deliver()
+    [sent] = deliveries()
+    assert (sent.status, sent.attempts, sent.retries) == ("failed", 3, 2)
+    assert fake_x.accepted() == []
+    assert delivery.retry_by_hand(sent.id)
+    deliver()
+    [sent] = deliveries()
+    assert sent.status == "delivered" and len(fake_x.accepted()) == 1
+    assert not delivery.retry_by_hand(sent.id)
+
+
+# --- OAuth 2.0 refresh ----------------------------------------------------------------
+
+
+def test_oauth2_refreshes_before_expiry_and_stores_rotated_tokens(
+    x_app, client, ctx, fake_x, deliver
+):
+    credentials = {**CREDENTIALS["oauth2"](fake_x), "expires_at": int(time.time()) + 60}
+    site = setup_shop(fake_x, "oauth2", credentials)
+    send(client, site, [order(1)])
+    deliver()
+    assert fake_x.refresh_count == 1
+    assert fake_x.calls()[0].status == 200
+    stored = db.session.scalar(select(Connection)).credentials
+    assert stored["refresh_token"] == fake_x.refresh_token != credentials["refresh_token"]
+    assert stored["expires_at"] > time.time() + 3600
+
+
+def test_oauth2_refreshes_once_after_a_401(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x, "oauth2")
+    fake_x.expire_access_token()
+    send(client, site, [order(1)])
+    deliver()
+    assert [r.status for r in fake_x.calls()] == [401, 200]
+    assert fake_x.refresh_count == 1
+    [sent] = deliveries()
+    assert sent.status == "delivered" and sent.attempts == 2
+
+
+def test_two_workers_refreshing_together_spend_the_refresh_token_once(x_app, ctx, fake_x):
+    setup_shop(fake_x, "oauth2")
+    connection_id = db.session.scalar(select(Connection.id))
+    stale = fake_x.access_token
+    fake_x.expire_access_token()
+    fake_x.token_delay = 0.3
+    results, errors = [], []
+
+    def refresh():
+        with x_app.app_context():
+            try:
+                results.append(connections.oauth2_credentials(connection_id, rejected_token=stale))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=refresh) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert fake_x.refresh_count == 1
+    assert results[0]["access_token"] == results[1]["access_token"] == fake_x.access_token
+    db.session.expire_all()
+    assert (
+        db.session.scalar(select(Connection)).credentials["refresh_token"] == fake_x.refresh_token
+    )
+
+
+def test_refused_refresh_marks_the_connection_and_fails(x_app, client, ctx, fake_x, deliver):
+    credentials = {**CREDENTIALS["oauth2"](fake_x), "refresh_token": "revoked", "expires_at": 0}
+    site = setup_shop(fake_x, "oauth2", credentials)
+    send(client, site, [order(1)])
+    deliver()
+    [sent] = deliveries()
+    assert sent.status == "failed"
+    connection = db.session.scalar(select(Connection))
+    assert connection.status == "unhealthy" and "refresh" in connection.last_error
