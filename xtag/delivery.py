@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 500
 OUTSTANDING = ("sending",)
+OVERDUE_SECONDS = 10
 
 _session: requests.Session | None = None
 
@@ -66,11 +67,11 @@ def _hold(connection_id: int, until: float) -> None:
     client_.set(key, str(until), exat=int(until) + 1)
 
 
-def schedule_flushes(pixel_keys: set[int]) -> None:
-    """After conversions were buffered: flush at once where 500 wait, else
-    make sure a flush runs when the batch window ends."""
+def schedule_flushes(pixel_keys: set[int]) -> set[int]:
+    """After conversions were buffered: flush at once where 500 wait; returns
+    the other pixels, whose flush the caller runs when the batch window ends."""
     if not pixel_keys:
-        return
+        return set()
     waiting = dict(
         db.session.execute(
             select(DeliveryItem.pixel_key, func.count())
@@ -78,37 +79,43 @@ def schedule_flushes(pixel_keys: set[int]) -> None:
             .group_by(DeliveryItem.pixel_key)
         ).all()
     )
+    later = set()
     for pixel_key in pixel_keys:
         if waiting.get(pixel_key, 0) >= BATCH_MAX:
-            flush_now(pixel_key)
+            flush(pixel_key)
         else:
-            flush_later(pixel_key, _window())
+            later.add(pixel_key)
+    return later
 
 
-def flush_now(pixel_key: int) -> None:
-    if queue.redis_client().set(f"xtag:flushnow:{pixel_key}", 1, nx=True, px=2000):
-        queue.queue(queue.DELIVERIES).enqueue_call(
-            "xtag.jobs.deliver_pixel", kwargs={"pixel_key": pixel_key}, **queue.JOB_DEFAULTS
-        )
+def _flag(pixel_key: int) -> str:
+    return f"xtag:flush:{pixel_key}"
 
 
-def flush_later(pixel_key: int, delay: timedelta) -> None:
-    millis = max(int(delay.total_seconds() * 1000), 1)
-    if queue.redis_client().set(f"xtag:flush:{pixel_key}", 1, nx=True, px=millis):
-        queue.queue(queue.DELIVERIES).enqueue_in(
-            delay, "xtag.jobs.deliver_pixel", pixel_key=pixel_key, **queue.JOB_DEFAULTS
-        )
+def flush(pixel_key: int, at: datetime | None = None) -> None:
+    """Queue a flush job for a pixel unless one is queued and not yet started
+    (that one will take whatever is waiting when it starts)."""
+    if queue.redis_client().set(_flag(pixel_key), 1, nx=True, ex=300):
+        _enqueue("xtag.jobs.deliver_pixel", at, job_id=None, pixel_key=pixel_key)
+
+
+def _enqueue(function: str, at: datetime | None, job_id: str | None, **kwargs) -> None:
+    """Run now, or at `at` through RQ's scheduler."""
+    target = queue.queue(queue.DELIVERIES)
+    if at is None or at <= utcnow():
+        target.enqueue_call(function, kwargs=kwargs, job_id=job_id, **queue.JOB_DEFAULTS)
+    else:
+        target.enqueue_at(at, function, job_id=job_id, **kwargs, **queue.JOB_DEFAULTS)
 
 
 def _retry_later(delivery: Delivery, at: datetime) -> None:
     delivery.status = "retrying"
     delivery.next_retry_at = at
-    queue.queue(queue.DELIVERIES).enqueue_at(
-        at,
+    _enqueue(
         "xtag.jobs.retry_delivery",
+        at,
+        job_id=f"xtag-retry-{delivery.id}-{delivery.retries}-{int(at.timestamp() * 1000)}",
         delivery_id=delivery.id,
-        job_id=f"xtag-retry-{delivery.id}-{delivery.retries}-{int(at.timestamp())}",
-        **queue.JOB_DEFAULTS,
     )
 
 
@@ -131,13 +138,11 @@ def claim(pixel_key: int) -> int | None:
     if not rows:
         db.session.rollback()
         return None
-    due = rows[0].created_at + _window()
-    if len(rows) < BATCH_MAX and due > utcnow():
-        db.session.rollback()
-        flush_later(pixel_key, due - utcnow())
+    if len(rows) < BATCH_MAX and rows[0].created_at + _window() > utcnow():
+        db.session.rollback()  # the worker that buffered these flushes them when due
         return None
     pixel = db.session.get(Pixel, pixel_key)
-    delivery = Delivery(pixel_key=pixel_key, connection_id=pixel.connection_id, status="sending")
+    delivery = Delivery(pixel_key=pixel_key, connection_id=pixel.connection_id, status="pending")
     db.session.add(delivery)
     db.session.flush()
     taken = db.session.execute(
@@ -155,12 +160,13 @@ def claim(pixel_key: int) -> int | None:
 
 def deliver_pixel(pixel_key: int) -> int:
     """Claim and send batches for a pixel until only a young tail waits."""
+    queue.redis_client().delete(_flag(pixel_key))
     pixel = db.session.get(Pixel, pixel_key)
     if pixel is None:
         return 0
     held = held_until(pixel.connection_id)
     if held:
-        flush_later(pixel_key, timedelta(seconds=held - time.time()))
+        flush(pixel_key, at=datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
         return 0
     sent = 0
     while (delivery_id := claim(pixel_key)) is not None:
@@ -296,6 +302,19 @@ def _finish(delivery: Delivery, retry: Verdict | None) -> None:
     db.session.commit()
 
 
+def _take(delivery: Delivery) -> bool:
+    """Mark the delivery as being sent, unless another job got there first
+    (a retry fired by RQ's scheduler and by the sweep, say)."""
+    taken = db.session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery.id, Delivery.status.in_(("pending", "retrying")))
+        .values(status="sending", updated_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    db.session.refresh(delivery)
+    return bool(taken)
+
+
 def send(delivery_id: int) -> str:
     """Send a delivery's outstanding conversions; returns its new status."""
     delivery = db.session.get(Delivery, delivery_id)
@@ -313,8 +332,8 @@ def send(delivery_id: int) -> str:
         _retry_later(delivery, datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
         db.session.commit()
         return delivery.status
-    delivery.status = "sending"
-    db.session.commit()
+    if not _take(delivery):
+        return delivery.status  # another worker is sending it, or already did
     outstanding = [i for i in delivery.items if i.status in OUTSTANDING]
     try:
         attempt = _Attempt(delivery, connection)
@@ -349,13 +368,20 @@ def retry_by_hand(delivery_id: int) -> bool:
 
 
 def sweep() -> int:
-    """Recover work a dead worker left: deliveries stuck in 'sending', and
-    waiting conversions whose flush was lost. Returns how many were requeued."""
+    """Recover work a dead worker left: deliveries stuck in 'sending' or never
+    sent, retries overdue (RQ's scheduler lock can stay with a dead worker
+    for two minutes), and waiting conversions whose flush was lost.
+    Returns how many were requeued."""
     stale = utcnow() - timedelta(seconds=current_app.config["XTAG_STALE_SENDING_SECONDS"])
+    overdue = utcnow() - timedelta(seconds=OVERDUE_SECONDS)
     stuck = db.session.scalars(
-        select(Delivery).where(Delivery.status == "sending", Delivery.updated_at < stale)
+        select(Delivery).where(
+            ((Delivery.status == "sending") & (Delivery.updated_at < stale))
+            | ((Delivery.status == "pending") & (Delivery.created_at < stale))
+            | ((Delivery.status == "retrying") & (Delivery.next_retry_at < overdue))
+        )
     ).all()
-    for delivery in stuck:
+    for delivery in stuck:  # RQ's scheduler may be held by a dead worker's lock
         _retry_later(delivery, utcnow())
     late = utcnow() - 2 * _window() - timedelta(seconds=1)
     pixels = db.session.scalars(
@@ -365,5 +391,6 @@ def sweep() -> int:
     ).all()
     db.session.commit()
     for pixel_key in pixels:
-        flush_now(pixel_key)
+        queue.redis_client().delete(_flag(pixel_key))  # its queued job may have died with a worker
+        flush(pixel_key)
     return len(stuck) + len(pixels)

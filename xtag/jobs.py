@@ -90,12 +90,13 @@ def outcome(
     return "forwarded", None, result
 
 
-def record(entries: list[inbox.Entry]) -> int:
+def record(entries: list[inbox.Entry]) -> set[int]:
     """Record inbox entries: each event with its outcome, and the conversions
-    it produced waiting for their batch, in one transaction."""
+    it produced waiting for their batch, in one transaction. Returns the
+    pixels whose partial batch is to be flushed when the batch window ends."""
     pairs = [(entry.token, event) for entry in entries for event in entry.events]
     if not pairs:
-        return 0
+        return set()
     verdicts = duplicates(pairs)
     events = [event for _, event in pairs]
     with_traits(events)
@@ -150,8 +151,7 @@ def record(entries: list[inbox.Entry]) -> int:
             .values(last_event_at=moment)
         )
     db.session.commit()
-    delivery.schedule_flushes({item["pixel_key"] for item in items})
-    return len(rows)
+    return delivery.schedule_flushes({item["pixel_key"] for item in items})
 
 
 def deliver_pixel(pixel_key: int) -> int:

@@ -24,17 +24,21 @@ def redis_url(app: Flask) -> str:
     return app.config["REDIS_URL"] or embedded.url(app.instance_path)
 
 
+def connect(app: Flask, **options) -> redis.Redis:
+    """A new Redis client; the embedded server is started first if need be."""
+    if not app.config["REDIS_URL"]:
+        embedded.start(app.instance_path)
+    return redis.Redis.from_url(
+        redis_url(app), socket_connect_timeout=2, health_check_interval=30, **options
+    )
+
+
 def redis_client(app: Flask | None = None) -> redis.Redis:
-    """The process's Redis client; the embedded server is started on first use."""
+    """The process's shared Redis client (short timeouts: nothing here blocks long)."""
     app = app or current_app._get_current_object()
     client = app.extensions.get("xtag_redis")
     if client is None:
-        if not app.config["REDIS_URL"]:
-            embedded.start(app.instance_path)
-        client = redis.Redis.from_url(
-            redis_url(app), socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
-        )
-        app.extensions["xtag_redis"] = client
+        client = app.extensions["xtag_redis"] = connect(app, socket_timeout=5)
     return client
 
 

@@ -60,6 +60,8 @@ class Intake:
         self.stop = threading.Event()
         self._next_reclaim = 0.0
         self._retry_own = True
+        self.window = app.config["XTAG_BATCH_WINDOW_MS"] / 1000
+        self.due: dict[int, float] = {}  # pixel -> when its partial batch is flushed
         inbox.ensure_group(self.client)
 
     def _take(self, block_ms: int | None) -> list[inbox.Entry]:
@@ -75,17 +77,36 @@ class Intake:
                 return entries
         return inbox.read(self.client, self.name, READ_COUNT, block_ms)
 
+    def flush_due(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        ready = [p for p, at in self.due.items() if everything or at <= now]
+        if ready:
+            with self.app.app_context():
+                for pixel_key in ready:
+                    delivery.flush(pixel_key)
+                    del self.due[pixel_key]
+
+    def _block_ms(self, block_ms: int | None) -> int | None:
+        if block_ms is None or not self.due:
+            return block_ms
+        wait = min(self.due.values()) - time.monotonic()
+        return max(1, min(block_ms, int(wait * 1000) + 1))
+
     def run_once(self, block_ms: int | None = None) -> int:
-        entries = self._take(block_ms)
+        self.flush_due()
+        entries = self._take(self._block_ms(block_ms))
         if not entries:
             return 0
         try:
             with self.app.app_context():
-                jobs.record(entries)
+                later = jobs.record(entries)
         except (SQLAlchemyError, redis.RedisError, OSError):
             self._retry_own = True
             raise
         inbox.done(self.client, [e.id for e in entries])
+        due = time.monotonic() + self.window
+        for pixel_key in later:
+            self.due.setdefault(pixel_key, due)
         return len(entries)
 
     def drain(self) -> int:
@@ -94,6 +115,7 @@ class Intake:
         total = 0
         while count := self.run_once():
             total += count
+        self.flush_due(everything=True)  # claim() still leaves a young tail waiting
         return total
 
     def sweep(self) -> None:
@@ -132,7 +154,16 @@ def _rq_work_due(connection: redis.Redis) -> bool:
 
 
 def run(app: Flask, burst: bool = False) -> bool:
-    connection = queue.redis_client(app)
+    # RQ blocks on Redis for minutes while idle: its own client, without the
+    # shared client's 5 s socket timeout (which made an idle worker quit).
+    connection = queue.connect(app)
+    try:
+        return _run(app, connection, burst)
+    finally:
+        connection.close()
+
+
+def _run(app: Flask, connection: redis.Redis, burst: bool) -> bool:
     intake = Intake(app)
     worker = AppWorker(
         [queue.queue(name, connection=connection) for name in queue.QUEUES],
@@ -154,4 +185,4 @@ def run(app: Flask, burst: bool = False) -> bool:
     finally:
         intake.stop.set()
         thread.join(timeout=5)
-        connection.delete(f"{HEARTBEAT_PREFIX}{intake.name}")
+        intake.client.delete(f"{HEARTBEAT_PREFIX}{intake.name}")

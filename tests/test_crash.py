@@ -1,0 +1,98 @@
+"""At least once, never lost: real worker processes killed with SIGKILL
+mid-delivery, and everything still reaches the fake X."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from tests import factories
+from tests.test_delivery import EVENT, PIXEL, basic, order
+from xtag.extensions import db
+from xtag.models import Connection, Delivery, Mapping, Pixel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_worker(environ: dict, fake_x, log: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        **environ,
+        "XTAG_X_API_BASE": fake_x.base_url,
+        "XTAG_BATCH_WINDOW_MS": "100",
+        "XTAG_INBOX_CLAIM_MS": "1000",
+        "XTAG_STALE_SENDING_SECONDS": "2",
+        "XTAG_X_TIMEOUT_SECONDS": "5",
+    }
+    with log.open("ab") as sink:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "app", "xtag", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            start_new_session=True,  # SIGKILL the worker and its scheduler together
+        )
+
+
+def kill(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def test_worker_killed_mid_delivery_loses_nothing(app, client, ctx, environ, fake_x, tmp_path):
+    site = factories.site()
+    connection = Connection(name="X", auth_type="pixel_token")
+    connection.credentials = {"token": fake_x.pixel_token}
+    pixel = Pixel(pixel_id=PIXEL, connection=connection)
+    db.session.add_all(
+        [
+            connection,
+            pixel,
+            Mapping(site=site, event_name="Order Completed", pixel=pixel, x_event_id=EVENT),
+        ]
+    )
+    db.session.commit()
+    total = 2000
+    for start in range(0, total, 250):
+        batch = [order(n) for n in range(start, start + 250)]
+        assert (
+            client.post(
+                "/v1/batch", json={"batch": batch}, headers=basic(site.write_key)
+            ).status_code
+            == 200
+        )
+    expected = {f"order-{n}" for n in range(total)}
+
+    # Each kill lands while a request is in flight; X then fails that request,
+    # so only a worker that picks up the dead one's delivery gets it through.
+    fake_x.hang_next(1.5, n=3)
+    fake_x.fail_next(503, n=3)
+    for _ in range(3):
+        worker = start_worker(environ, fake_x, tmp_path / "worker.log")
+        seen = len(fake_x.requests)
+        assert fake_x.wait_for(lambda seen=seen: len(fake_x.requests) > seen, timeout=30)
+        kill(worker)
+
+    worker = start_worker(environ, fake_x, tmp_path / "worker.log")
+    try:
+        delivered = fake_x.wait_for(
+            lambda: {c["conversion_id"] for c in fake_x.accepted()} >= expected, timeout=90
+        )
+    finally:
+        kill(worker)
+    accepted = [c["conversion_id"] for c in fake_x.accepted()]
+    assert delivered, (
+        f"{len(expected - set(accepted))} conversions never reached X; worker log:\n"
+        + (tmp_path / "worker.log").read_text()[-3000:]
+    )
+    assert set(accepted) == expected  # duplicates only ever repeat a conversion_id
+    assert all(len(r.conversions) <= 500 for r in fake_x.calls())
+    db.session.expire_all()
+    statuses = {d.status for d in db.session.scalars(select(Delivery))}
+    assert statuses <= {"delivered", "sending", "retrying"}
