@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from tests import factories, pii
 from xtag import create_app, inbox, queue
-from xtag.collector.enqueue import DEDUP_SECONDS, dedup_key
 from xtag.extensions import db
 from xtag.identity import hash_email, hash_phone
 from xtag.models import ReceivedEvent
+from xtag.visitors import DEDUP_SECONDS, dedup_key
 
 
 def basic(key: str) -> dict:
@@ -282,13 +282,15 @@ def test_repeated_message_id_is_forwarded_once_within_48_hours(client, site, wor
 
 
 def test_entry_read_twice_is_not_taken_for_a_duplicate(client, site):
-    """An inbox entry read again (worker crash) still forwards its own events."""
-    from xtag import jobs
+    """An inbox entry read again (its worker died) still forwards its own events."""
+    from xtag import visitors
 
     client.post("/v1/track", json=track(messageId="once"), headers=basic(site.write_key))
     [entry] = inbox.peek(queue.redis_client())
-    assert jobs.duplicates([(entry.token, e) for e in entry.events]) == [False]
-    assert jobs.duplicates([("another-token", e) for e in entry.events]) == [True]
+    pairs = [(entry.id, e) for e in entry.events]
+    assert visitors.duplicates(queue.redis_client(), pairs) == [False]
+    assert visitors.duplicates(queue.redis_client(), pairs) == [False]  # read again
+    assert visitors.duplicates(queue.redis_client(), [("9-0", entry.events[0])]) == [True]
 
 
 def test_identify_traits_attach_to_later_events(client, site, work):

@@ -23,12 +23,13 @@ GROUP = "xtag-workers"
 
 class Entry(NamedTuple):
     id: str
-    token: str
     events: list[dict]
 
 
-def add(pipe: redis.client.Pipeline, token: str, events: list[dict]) -> None:
-    pipe.xadd(STREAM, {"token": token, "events": json.dumps(events, separators=(",", ":"))})
+def add(client: redis.Redis, events: list[dict]) -> str:
+    """Append one request's events; a single XADD, so it is all or nothing."""
+    entry_id = client.xadd(STREAM, {"events": json.dumps(events, separators=(",", ":"))})
+    return entry_id.decode()
 
 
 def ensure_group(client: redis.Redis) -> None:
@@ -41,7 +42,7 @@ def ensure_group(client: redis.Redis) -> None:
 
 def _entries(raw) -> list[Entry]:
     return [
-        Entry(entry_id.decode(), fields[b"token"].decode(), json.loads(fields[b"events"]))
+        Entry(entry_id.decode(), json.loads(fields[b"events"]))
         for entry_id, fields in raw
         if fields
     ]

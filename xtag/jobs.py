@@ -10,47 +10,10 @@ from datetime import datetime
 
 from sqlalchemy import insert, select, update
 
-from xtag import delivery, inbox, mapping, queue
-from xtag.collector.enqueue import dedup_key, traits_keys
+from xtag import delivery, inbox, mapping, queue, visitors
 from xtag.collector.intake import parse_time
 from xtag.extensions import db
 from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site
-
-
-def duplicates(pairs: list[tuple[str, dict]]) -> list[bool]:
-    """For (token, event) pairs: True when the event's messageId was first
-    accepted under another token, or earlier in this same read."""
-    keys = [dedup_key(e["site_id"], e["message"]["messageId"]) for _, e in pairs]
-    owners = queue.redis_client().mget(keys) if keys else []
-    seen: set[str] = set()
-    verdicts = []
-    for (token, _), key, owner in zip(pairs, keys, owners, strict=True):
-        mine = owner is None or owner.decode() == token
-        verdicts.append(not mine or key in seen)
-        seen.add(key)
-    return verdicts
-
-
-def with_traits(events: list[dict]) -> None:
-    """Complete identifiers from earlier identify calls of the same visitor."""
-    wanting = [
-        e
-        for e in events
-        if e["message"]["type"] != "identify"
-        and not all(k in e["identifiers"] for k in ("hashed_email", "hashed_phone_number"))
-        and traits_keys(e)
-    ]
-    if not wanting:
-        return
-    with queue.redis_client().pipeline(transaction=False) as pipe:
-        for event in wanting:
-            for key in traits_keys(event):
-                pipe.hgetall(key)
-        answers = iter(pipe.execute())
-    for event in wanting:
-        for _ in traits_keys(event):
-            for name, value in next(answers).items():
-                event["identifiers"].setdefault(name.decode(), value.decode())
 
 
 def rules_for(site_ids: set[int]) -> dict[tuple[int, str], list[mapping.Rule]]:
@@ -94,12 +57,14 @@ def record(entries: list[inbox.Entry]) -> set[int]:
     """Record inbox entries: each event with its outcome, and the conversions
     it produced waiting for their batch, in one transaction. Returns the
     pixels whose partial batch is to be flushed when the batch window ends."""
-    pairs = [(entry.token, event) for entry in entries for event in entry.events]
+    pairs = [(entry.id, event) for entry in entries for event in entry.events]
     if not pairs:
         return set()
-    verdicts = duplicates(pairs)
+    client = queue.redis_client()
+    verdicts = visitors.duplicates(client, pairs)
     events = [event for _, event in pairs]
-    with_traits(events)
+    visitors.remember_traits(client, events)
+    visitors.with_traits(client, events)
     rules = rules_for({e["site_id"] for e in events})
     rows, results = [], []
     last_seen: dict[int, datetime] = {}

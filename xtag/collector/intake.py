@@ -53,8 +53,9 @@ class RequestFacts:
     received_at: datetime
 
 
-def decode_body(raw: bytes, content_encoding: str | None) -> dict:
-    """The JSON object in the body, gunzipped if need be, within BATCH_LIMIT."""
+def decode_body(raw: bytes, content_encoding: str | None) -> tuple[dict, int]:
+    """The JSON object in the body, gunzipped if need be, within BATCH_LIMIT,
+    and its size in bytes."""
     encoding = (content_encoding or "").strip().lower()
     if encoding in ("gzip", "x-gzip"):
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -74,7 +75,7 @@ def decode_body(raw: bytes, content_encoding: str | None) -> dict:
         raise Rejected("body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Rejected("body must be a JSON object")
-    return body
+    return body, len(raw)
 
 
 def messages_of(body: dict, route: str) -> list[tuple[str, dict]]:
@@ -114,14 +115,16 @@ def iso_ms(moment: datetime) -> str:
     )
 
 
-def validate(message: object, path: str, route: str) -> str:
-    """The message type, or Rejected naming the first bad field."""
+def validate(message: object, path: str, route: str, small: bool = False) -> str:
+    """The message type, or Rejected naming the first bad field. `small`:
+    the whole body is within MESSAGE_LIMIT, so its size need not be measured."""
     where = path.rstrip(".") or "body"
     if not isinstance(message, dict):
         raise Rejected(f"{where} must be a JSON object")
-    size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > MESSAGE_LIMIT:
-        raise Rejected(f"{where} is {size} bytes; a message may be at most 32 KB", 413)
+    if not small:
+        size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MESSAGE_LIMIT:
+            raise Rejected(f"{where} is {size} bytes; a message may be at most 32 KB", 413)
     kind = _check_kind(message, path, route)
     _check_ids(message, path)
     _check_shapes(message, path)

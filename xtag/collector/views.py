@@ -10,20 +10,19 @@ import logging
 from datetime import UTC, datetime
 
 import redis
-from flask import current_app, jsonify, request
+from flask import Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
-from xtag import queue
+from xtag import inbox, queue
 from xtag.collector import bp, sites
-from xtag.collector.enqueue import enqueue
 from xtag.collector.intake import (
     BATCH_LIMIT,
+    MESSAGE_LIMIT,
     Rejected,
     RequestFacts,
     decode_body,
     messages_of,
     prepare,
-    twclid_of,
     validate,
 )
 from xtag.identity import clean_twclid
@@ -33,6 +32,7 @@ log = logging.getLogger(__name__)
 TWCLID_COOKIE = "_xtag_twclid"
 TWCLID_COOKIE_SECONDS = 30 * 24 * 3600
 RETRY_AFTER_SECONDS = 5
+SUCCESS = b'{"success":true}\n'
 # Segment's HTTP API routes, plus the one-letter paths analytics.js 2.0
 # (analytics-next) posts to when its apiHost points here.
 ROUTES = {
@@ -86,7 +86,7 @@ def _facts() -> RequestFacts:
 
 
 def _collect(route: str):
-    body = decode_body(_read_body(), request.headers.get("Content-Encoding"))
+    body, size = decode_body(_read_body(), request.headers.get("Content-Encoding"))
     site = sites.lookup(_write_key(body), current_app.config["XTAG_SITE_CACHE_SECONDS"])
     if site is None:
         raise Rejected("unknown write key", 401)
@@ -94,10 +94,11 @@ def _collect(route: str):
     if origin and site.allowed_origins and origin.rstrip("/").lower() not in site.allowed_origins:
         raise Rejected(f"origin {origin} is not allowed for this site", 403)
     facts = _facts()
-    checked = [(validate(m, path, route), m) for path, m in messages_of(body, route)]
+    small = size <= MESSAGE_LIMIT  # then no message in it can be over the limit
+    checked = [(validate(m, path, route, small), m) for path, m in messages_of(body, route)]
     events = [prepare(m, kind, site, facts) for kind, m in checked]
     try:
-        job_id = enqueue(queue.redis_client(), events)
+        entry_id = inbox.add(queue.redis_client(), events)
     except (redis.RedisError, OSError) as exc:
         log.warning(
             "collector could not queue %d events for site %s: %s", len(events), site.id, exc
@@ -105,9 +106,11 @@ def _collect(route: str):
         response = _error("cannot queue the event right now; retry later", 503)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
-    log.debug("queued %d events for site %s as job %s", len(events), site.id, job_id)
-    response = jsonify(success=True)
-    twclid = next((t for t in (twclid_of(m, facts) for _, m in checked) if t), None)
+    log.debug("queued %d events for site %s as %s", len(events), site.id, entry_id)
+    response = Response(SUCCESS, mimetype="application/json")
+    twclid = next(
+        (e["identifiers"]["twclid"] for e in events if "twclid" in e["identifiers"]), None
+    )
     if twclid and twclid != clean_twclid(facts.cookie_twclid):
         response.set_cookie(
             TWCLID_COOKIE,
