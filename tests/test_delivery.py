@@ -295,6 +295,7 @@ def test_oauth2_refreshes_before_expiry_and_stores_rotated_tokens(
     deliver()
     assert fake_x.refresh_count == 1
     assert fake_x.calls()[0].status == 200
+    db.session.expire_all()
     stored = db.session.scalar(select(Connection)).credentials
     assert stored["refresh_token"] == fake_x.refresh_token != credentials["refresh_token"]
     assert stored["expires_at"] > time.time() + 3600

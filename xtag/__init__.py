@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask, jsonify, render_template, request
+from flask.sessions import SessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -26,14 +27,53 @@ def create_app(overrides: dict | None = None, environ=None) -> Flask:
         config.from_env(os.environ if environ is None else environ, app.instance_path)
     )
     app.config.update(overrides or {})
-    if app.config["XTAG_TRUSTED_PROXIES"]:
-        hops = app.config["XTAG_TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
+    app.wsgi_app = ByPath(app.wsgi_app, "/v1/", create_collector_app(app).wsgi_app)
+    if app.config["XTAG_TRUSTED_PROXIES"]:
+        hops = app.config["XTAG_TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app
+
+
+class NoSessions(SessionInterface):
+    """The collector has no logged-in users: no session cookie to read or write."""
+
+    def open_session(self, app, request):
+        return None
+
+    def save_session(self, app, session, response):
+        return None
+
+
+class ByPath:
+    """Send one path prefix to another WSGI app."""
+
+    def __init__(self, default, prefix: str, other):
+        self.default, self.prefix, self.other = default, prefix, other
+
+    def __call__(self, environ, start_response):
+        target = (
+            self.other if environ.get("PATH_INFO", "").startswith(self.prefix) else self.default
+        )
+        return target(environ, start_response)
+
+
+def create_collector_app(app: Flask) -> Flask:
+    """The collector as its own lean Flask app, sharing the main app's config
+    and database engine: no session, login or CSRF work on the hot path."""
+    from xtag import collector
+
+    lean = Flask("xtag.collector", instance_path=app.instance_path)
+    lean.config = app.config
+    lean.session_interface = NoSessions()
+    with app.app_context():
+        lean.extensions["xtag_engine"] = db.engine
+    lean.register_blueprint(collector.bp)
+    register_errorhandlers(lean)
+    return lean
 
 
 def register_extensions(app: Flask) -> None:
@@ -45,10 +85,8 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from xtag import admin, collector, ops
+    from xtag import admin, ops
 
-    csrf.exempt(collector.bp)
-    app.register_blueprint(collector.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
 

@@ -5,27 +5,25 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from xtag.collector.intake import SiteRules
-from xtag.extensions import db
 from xtag.models import Site
 
 _cache: dict[str, tuple[float, SiteRules | None]] = {}
 _CACHE_MAX = 10_000
 
 
-def lookup(write_key: str, ttl: float) -> SiteRules | None:
+def lookup(engine: Engine, write_key: str, ttl: float) -> SiteRules | None:
     now = time.monotonic()
     hit = _cache.get(write_key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    row = db.session.execute(
-        select(
-            Site.id, Site.allowed_origins, Site.default_phone_region, Site.require_consent
-        ).where(Site.write_key == write_key)
-    ).first()
-    db.session.remove()
+    query = select(
+        Site.id, Site.allowed_origins, Site.default_phone_region, Site.require_consent
+    ).where(Site.write_key == write_key)
+    with engine.connect() as connection:
+        row = connection.execute(query).first()
     rules = None
     if row is not None:
         rules = SiteRules(

@@ -87,7 +87,11 @@ def _facts() -> RequestFacts:
 
 def _collect(route: str):
     body, size = decode_body(_read_body(), request.headers.get("Content-Encoding"))
-    site = sites.lookup(_write_key(body), current_app.config["XTAG_SITE_CACHE_SECONDS"])
+    site = sites.lookup(
+        current_app.extensions["xtag_engine"],
+        _write_key(body),
+        current_app.config["XTAG_SITE_CACHE_SECONDS"],
+    )
     if site is None:
         raise Rejected("unknown write key", 401)
     origin = request.headers.get("Origin")
