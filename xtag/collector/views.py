@@ -78,7 +78,7 @@ def _write_key(body: dict) -> str:
 def _facts() -> RequestFacts:
     return RequestFacts(
         ip=request.remote_addr,
-        user_agent=(request.user_agent.string or "").strip()[:512] or None,
+        user_agent=request.headers.get("User-Agent", "").strip()[:512] or None,
         cookie_twclid=request.cookies.get(TWCLID_COOKIE),
         gpc=request.headers.get("Sec-GPC", "").strip() == "1",
         received_at=datetime.now(UTC),
