@@ -76,3 +76,14 @@ def test_safe_next(target, safe):
     from xtag.admin.views import safe_next
 
     assert safe_next(target) == safe
+
+
+def test_dashboard_warns_when_no_worker_is_alive(app, client, ctx):
+    from xtag import worker
+
+    factories.user("m@example.com", password="correct horse")
+    client.post("/login", data={"email": "m@example.com", "password": "correct horse"})
+    assert "No worker is running" in client.get("/").get_data(as_text=True)
+    worker.Intake(app, name="w1").heartbeat()
+    page = client.get("/").get_data(as_text=True)
+    assert "No worker is running" not in page and "Workers alive: 1" in page

@@ -217,6 +217,21 @@ def test_transient_errors_are_retried_then_delivered(x_app, client, ctx, fake_x,
     assert sent.attempt_log[0].error and sent.retries == 1
 
 
+def test_connection_errors_are_retried_then_fail_and_are_logged(
+    x_app, client, ctx, fake_x, deliver
+):
+    site = setup_shop(fake_x)
+    x_app.config["XTAG_X_API_BASE"] = "http://127.0.0.1:9"  # nothing listens there
+    send(client, site, [order(1)])
+    deliver()
+    [sent] = deliveries()
+    assert (sent.status, sent.attempts, sent.retries) == ("failed", 3, 2)
+    first = sent.attempt_log[0]
+    assert first.status_code is None and "connection to X failed" in first.error
+    assert first.next_retry_at is not None and sent.attempt_log[-1].next_retry_at is None
+    assert {i.status for i in items()} == {"failed"}
+
+
 def test_timeout_is_retried(x_app, client, ctx, fake_x, deliver):
     site = setup_shop(fake_x)
     fake_x.hang_next(2.5)

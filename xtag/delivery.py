@@ -287,6 +287,8 @@ def _finish(delivery: Delivery, retry: Verdict | None) -> None:
             at = max(at, retry.retry_at + random.uniform(0, 1))
         delivery.retries += 1
         _retry_later(delivery, datetime.fromtimestamp(at, UTC))
+        if delivery.attempt_log:
+            delivery.attempt_log[-1].next_retry_at = delivery.next_retry_at
     else:
         for item in outstanding:
             item.status = "failed"

@@ -21,7 +21,7 @@ from flask import Flask
 from rq import SimpleWorker
 from sqlalchemy.exc import SQLAlchemyError
 
-from xtag import delivery, inbox, jobs, queue
+from xtag import delivery, inbox, jobs, queue, retention
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ READ_COUNT = 200
 BLOCK_MS = 1000
 RECLAIM_EVERY_SECONDS = 5.0
 SWEEP_EVERY_SECONDS = 10.0
+PURGE_EVERY_SECONDS = 3600.0
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TTL = 30
 HEARTBEAT_PREFIX = "xtag:heartbeat:"
@@ -58,7 +59,7 @@ class Intake:
         self.client = queue.redis_client(app)
         self.claim_idle_ms = app.config["XTAG_INBOX_CLAIM_MS"]
         self.stop = threading.Event()
-        self._next_reclaim = 0.0
+        self._next_reclaim = self._next_purge = 0.0
         self._retry_own = True
         self.window = app.config["XTAG_BATCH_WINDOW_MS"] / 1000
         self.due: dict[int, float] = {}  # pixel -> when its partial batch is flushed
@@ -119,9 +120,13 @@ class Intake:
         return total
 
     def sweep(self) -> None:
-        """Requeue what a dead worker left behind (see delivery.sweep)."""
+        """Requeue what a dead worker left behind (see delivery.sweep), and
+        once an hour delete received events past retention."""
         with self.app.app_context():
             delivery.sweep()
+            if time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+                retention.purge()
 
     def heartbeat(self) -> None:
         self.client.set(f"{HEARTBEAT_PREFIX}{self.name}", int(time.time()), ex=HEARTBEAT_TTL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import redis
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
+from xtag import queue, worker
 from xtag.admin import bp
 from xtag.extensions import db, login_manager
 from xtag.models import ReceivedEvent, Site, User, utcnow
@@ -61,4 +63,8 @@ def logout():
 def index():
     sites = db.session.scalars(select(Site).order_by(Site.name)).all()
     received = db.session.scalar(select(func.count(ReceivedEvent.id))) or 0
-    return render_template("admin/index.html", sites=sites, received=received)
+    try:
+        workers: int | None = len(worker.alive(queue.redis_client()))
+    except (redis.RedisError, OSError):
+        workers = None
+    return render_template("admin/index.html", sites=sites, received=received, workers=workers)
