@@ -22,6 +22,7 @@ from rq import SimpleWorker
 from sqlalchemy.exc import SQLAlchemyError
 
 from xtag import delivery, inbox, jobs, queue, retention
+from xtag.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,17 @@ def run(app: Flask, burst: bool = False) -> bool:
         connection.close()
 
 
+def _forget_engine_in_forks(app: Flask) -> None:
+    """RQ's scheduler runs in a forked process: it must not reuse the
+    parent's database connections (SQLAlchemy's advice for fork)."""
+    with app.app_context():
+        engine = db.engine
+    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+
+
 def _run(app: Flask, connection: redis.Redis, burst: bool) -> bool:
+    if not burst:
+        _forget_engine_in_forks(app)
     intake = Intake(app)
     worker = AppWorker(
         [queue.queue(name, connection=connection) for name in queue.QUEUES],
