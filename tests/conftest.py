@@ -109,6 +109,25 @@ def app(environ, _schema):
 
 
 @pytest.fixture
+def make_app(environ, _schema):
+    """Another app on the same database and Redis, with some settings changed;
+    its connections are closed afterwards."""
+    made = []
+
+    def make(**settings: str):
+        made.append(create_app({"TESTING": True}, environ={**environ, **settings}))
+        return made[-1]
+
+    yield make
+    for other in made:
+        with other.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        if "xtag_redis" in other.extensions:
+            other.extensions["xtag_redis"].close()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from tests import factories, pii
-from xtag import create_app, inbox, queue
+from xtag import inbox, queue
 from xtag.extensions import db
 from xtag.identity import hash_email, hash_phone
 from xtag.models import ReceivedEvent
@@ -206,8 +206,8 @@ def test_ip_and_user_agent_from_request_unless_given_in_context(client, site, wo
 
 
 @pytest.mark.parametrize(("hops", "expected"), [(0, "127.0.0.1"), (1, "198.51.100.7")])
-def test_client_ip_honours_trusted_proxies(environ, _schema, hops, expected):
-    app = create_app({"TESTING": True}, environ={**environ, "XTAG_TRUSTED_PROXIES": str(hops)})
+def test_client_ip_honours_trusted_proxies(make_app, hops, expected):
+    app = make_app(XTAG_TRUSTED_PROXIES=str(hops))
     with app.app_context():
         site = factories.site(name=f"proxied-{hops}")
         r = app.test_client().post(
@@ -218,8 +218,6 @@ def test_client_ip_honours_trusted_proxies(environ, _schema, hops, expected):
         assert r.status_code == 200
         entry = inbox.peek(queue.redis_client(app))[-1]
         assert entry.events[0]["identifiers"]["ip_address"] == expected
-        db.session.remove()
-        db.engine.dispose()
 
 
 # --- consent, dedup, identify --------------------------------------------------
@@ -458,13 +456,11 @@ def test_wrong_method_and_unknown_route_answer_json(client):
 # --- 503 -------------------------------------------------------------------------
 
 
-def test_redis_down_gets_503_with_retry_after(environ, _schema):
-    app = create_app({"TESTING": True}, environ={**environ, "REDIS_URL": "redis://127.0.0.1:1/0"})
+def test_redis_down_gets_503_with_retry_after(make_app):
+    app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
     with app.app_context():
         site = factories.site(name="no redis")
         r = app.test_client().post("/v1/track", json=track(), headers=basic(site.write_key))
-        db.session.remove()
-        db.engine.dispose()
     assert r.status_code == 503
     assert int(r.headers["Retry-After"]) > 0
     assert "retry" in r.json["error"]

@@ -1,6 +1,6 @@
 """Health and readiness, as a load balancer and an operator see them."""
 
-from xtag import create_app, queue, worker
+from xtag import queue, worker
 
 
 def test_healthz_answers_while_the_process_is_up(client):
@@ -21,8 +21,8 @@ def test_readyz_needs_a_live_worker(app, client):
     assert queue.redis_client(app).ttl("xtag:heartbeat:test-worker") <= worker.HEARTBEAT_TTL
 
 
-def test_readyz_reports_redis_down(environ, _schema):
-    app = create_app({"TESTING": True}, environ={**environ, "REDIS_URL": "redis://127.0.0.1:1/0"})
+def test_readyz_reports_redis_down(make_app):
+    app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
     r = app.test_client().get("/readyz")
     assert r.status_code == 503
     assert r.json["checks"]["redis"]["ok"] is False
