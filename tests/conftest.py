@@ -128,6 +128,15 @@ def make_app(environ, _schema):
 
 
 @pytest.fixture
+def x_app(app, fake_x):
+    """The app pointed at the fake X, with a short timeout for requests to it."""
+    app.config["XTAG_X_API_BASE"] = fake_x.base_url
+    app.config["XTAG_X_OAUTH2_TOKEN_URL"] = f"{fake_x.base_url}/2/oauth2/token"
+    app.config["XTAG_X_TIMEOUT_SECONDS"] = 1
+    return app
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

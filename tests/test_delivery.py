@@ -37,14 +37,6 @@ CREDENTIALS = {
 }
 
 
-@pytest.fixture
-def x_app(app, fake_x):
-    app.config["XTAG_X_API_BASE"] = fake_x.base_url
-    app.config["XTAG_X_OAUTH2_TOKEN_URL"] = f"{fake_x.base_url}/2/oauth2/token"
-    app.config["XTAG_X_TIMEOUT_SECONDS"] = 1
-    return app
-
-
 def setup_shop(fake_x, auth_type="pixel_token", credentials=None):
     site = factories.site(default_phone_region="US")
     connection = Connection(name="X", auth_type=auth_type)

@@ -85,14 +85,21 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from xtag import admin, ops
+    from xtag import admin, api, ops
 
+    csrf.exempt(api.bp)
+    app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
 
 
 def register_errorhandlers(app: Flask) -> None:
     def handle(error: HTTPException):
+        if request.path.startswith("/api/"):
+            code = error.name.lower().replace(" ", "_")
+            response = jsonify(error={"code": code, "message": error.description or error.name})
+            response.status_code = error.code
+            return response
         if request.path.startswith(JSON_PREFIXES):
             response = jsonify(error=error.description or error.name)
             response.status_code = error.code

@@ -1,0 +1,330 @@
+"""Management API routes: thin; rules live in services, mapping and delivery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import g, jsonify, request
+from sqlalchemy import func, select
+
+from xtag import delivery, jobs, services
+from xtag.api import bp, openapi
+from xtag.api.auth import requires
+from xtag.collector.intake import Rejected, RequestFacts, SiteRules, prepare, validate
+from xtag.extensions import db
+from xtag.models import AuditEntry, Delivery, Mapping, Pixel, ReceivedEvent, Site
+from xtag.schema import Invalid
+from xtag.schemas import PREVIEW
+
+LIMIT_MAX = 200
+
+
+@dataclass(frozen=True)
+class Resource:
+    path: str
+    kind: services.Kind
+    write_role: str
+    filters: dict[str, tuple[object, type]]
+
+
+RESOURCES = (
+    Resource("sites", services.SITES, "marketer", {"name": (Site.name, str)}),
+    Resource("connections", services.CONNECTIONS, "admin", {}),
+    Resource("pixels", services.PIXELS, "marketer", {"connection_id": (Pixel.connection_id, int)}),
+    Resource(
+        "mappings",
+        services.MAPPINGS,
+        "marketer",
+        {
+            "site_id": (Mapping.site_id, int),
+            "event_name": (Mapping.event_name, str),
+            "pixel": (Mapping.pixel_key, int),
+        },
+    ),
+)
+
+
+@bp.errorhandler(Invalid)
+def invalid(error: Invalid):
+    body = {"code": error.code, "message": error.message}
+    if error.field:
+        body["field"] = error.field
+    response = jsonify(error=body)
+    response.status_code = error.status
+    return response
+
+
+def _int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise Invalid(f"{name} must be a whole number {bound}", name)
+    return int(raw)
+
+
+def _since() -> datetime | None:
+    raw = request.args.get("since")
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(
+            "since must be an ISO 8601 time, e.g. 2026-11-25T00:00:00Z", "since"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _page(query, serialize, order):
+    limit = _int_arg("limit", 50, 1, LIMIT_MAX)
+    offset = _int_arg("offset", 0, 0)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.order_by(order).limit(limit).offset(offset)).all()
+    return jsonify(items=[serialize(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+def _row(kind: services.Kind, row_id: int):
+    row = db.session.get(kind.model, row_id)
+    if row is None:
+        raise Invalid(f"no {kind.name} with id {row_id}", None, 404, "not_found")
+    return row
+
+
+def _json_body():
+    data = request.get_json(silent=True)
+    if data is None:
+        raise Invalid("the body must be JSON (Content-Type: application/json)")
+    return data
+
+
+def _register(resource: Resource) -> None:
+    kind, model = resource.kind, resource.kind.model
+
+    @requires("marketer")
+    def listing():
+        query = select(model)
+        for name, (column, cast) in resource.filters.items():
+            if name in request.args:
+                value = request.args[name]
+                if cast is int and not value.isdigit():
+                    raise Invalid(f"{name} must be a whole number", name)
+                query = query.where(column == cast(value))
+        return _page(query, kind.serialize, model.id)
+
+    @requires(resource.write_role)
+    def create():
+        row = services.create(kind, g.api_user, _json_body())
+        return jsonify(kind.serialize(row)), 201
+
+    @requires("marketer")
+    def read(row_id: int):
+        return jsonify(kind.serialize(_row(kind, row_id)))
+
+    @requires(resource.write_role)
+    def change(row_id: int):
+        row = services.update(kind, g.api_user, _row(kind, row_id), _json_body())
+        return jsonify(kind.serialize(row))
+
+    @requires(resource.write_role)
+    def remove(row_id: int):
+        services.delete(kind, g.api_user, _row(kind, row_id))
+        return "", 204
+
+    base = f"/{resource.path}"
+    bp.add_url_rule(base, f"{resource.path}_list", listing, methods=["GET"])
+    bp.add_url_rule(base, f"{resource.path}_create", create, methods=["POST"])
+    bp.add_url_rule(f"{base}/<int:row_id>", f"{resource.path}_read", read, methods=["GET"])
+    bp.add_url_rule(f"{base}/<int:row_id>", f"{resource.path}_update", change, methods=["PATCH"])
+    bp.add_url_rule(f"{base}/<int:row_id>", f"{resource.path}_delete", remove, methods=["DELETE"])
+
+
+for _resource in RESOURCES:
+    _register(_resource)
+
+
+@bp.route("/mappings/preview", methods=["POST"])
+@requires("marketer")
+def preview():
+    """The conversions a message would produce, built by the worker's own code; sends nothing."""
+    data = PREVIEW.clean(_json_body())
+    site = _row(services.SITES, data["site_id"])
+    rules = SiteRules(
+        site.id, tuple(site.allowed_origins or ()), site.default_phone_region, site.require_consent
+    )
+    message = data["message"]
+    try:
+        kind = validate(message, "message.", "track" if "type" not in message else "batch")
+    except Rejected as exc:
+        raise Invalid(str(exc), "message") from None
+    facts = RequestFacts(None, None, None, False, datetime.now(UTC))
+    event = prepare(message, kind, rules, facts)
+    name = event["message"]["event"]
+    outcome, reason, result = jobs.outcome(
+        event, False, jobs.rules_for({site.id}).get((site.id, name), [])
+    )
+    conversions = [
+        {"pixel": rule.pixel_key, "pixel_id": rule.pixel_id, "conversion": conversion}
+        for rule, conversion in (result.conversions if result else [])
+    ]
+    return jsonify(event_name=name, outcome=outcome, reason=reason, conversions=conversions)
+
+
+def delivery_dict(row: Delivery, detail: bool = False) -> dict:
+    body = {
+        "id": row.id,
+        "pixel": row.pixel_key,
+        "pixel_id": row.pixel.pixel_id,
+        "connection_id": row.connection_id,
+        "status": row.status,
+        "conversions": row.conversions,
+        "attempts": row.attempts,
+        "retries": row.retries,
+        "debug_id": row.debug_id,
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+        "next_retry_at": services.iso(row.next_retry_at),
+        "created_at": services.iso(row.created_at),
+    }
+    if detail:
+        body["attempt_log"] = [
+            {
+                "number": a.number,
+                "conversions": a.conversions,
+                "status_code": a.status_code,
+                "request_body": a.request_body,
+                "response_body": a.response_body,
+                "debug_id": a.debug_id,
+                "error": a.error,
+                "duration_ms": a.duration_ms,
+                "next_retry_at": services.iso(a.next_retry_at),
+                "created_at": services.iso(a.created_at),
+            }
+            for a in row.attempt_log
+        ]
+        body["items"] = [
+            {
+                "event_id": i.event_id,
+                "conversion_id": i.conversion_id,
+                "status": i.status,
+                "error": i.error,
+            }
+            for i in row.items
+        ]
+    return body
+
+
+def _deliveries_query():
+    query = select(Delivery)
+    if "status" in request.args:
+        query = query.where(Delivery.status == request.args["status"])
+    if "pixel" in request.args:
+        query = query.join(Pixel, Delivery.pixel_key == Pixel.id).where(
+            Pixel.pixel_id == request.args["pixel"].strip().lower()
+        )
+    since = _since()
+    if since is not None:
+        query = query.where(Delivery.created_at >= since)
+    return query
+
+
+@bp.route("/deliveries", methods=["GET"])
+@requires("marketer")
+def deliveries():
+    return _page(_deliveries_query(), delivery_dict, Delivery.id.desc())
+
+
+@bp.route("/deliveries/<int:row_id>", methods=["GET"])
+@requires("marketer")
+def delivery_detail(row_id: int):
+    row = db.session.get(Delivery, row_id)
+    if row is None:
+        raise Invalid(f"no delivery with id {row_id}", None, 404, "not_found")
+    return jsonify(delivery_dict(row, detail=True))
+
+
+@bp.route("/deliveries/<int:row_id>/retry", methods=["POST"])
+@requires("admin")
+def delivery_retry(row_id: int):
+    row = db.session.get(Delivery, row_id)
+    if row is None:
+        raise Invalid(f"no delivery with id {row_id}", None, 404, "not_found")
+    if not delivery.retry_by_hand(row_id):
+        raise Invalid(
+            f"delivery {row_id} is {row.status}; only failed or partial ones can be retried",
+            None,
+            409,
+            "conflict",
+        )
+    services.audit(g.api_user, "retry", "delivery", row_id, {})
+    db.session.commit()
+    return jsonify(delivery_dict(row))
+
+
+@bp.route("/deliveries/retry", methods=["POST"])
+@requires("admin")
+def deliveries_retry():
+    """Retry every failed delivery, filtered by ?pixel= and ?since=."""
+    query = _deliveries_query().where(Delivery.status.in_(("failed", "partial")))
+    retried = [row.id for row in db.session.scalars(query) if delivery.retry_by_hand(row.id)]
+    services.audit(
+        g.api_user, "retry", "delivery", ",".join(map(str, retried))[:64], {"count": len(retried)}
+    )
+    db.session.commit()
+    return jsonify(retried=retried)
+
+
+def event_dict(row: ReceivedEvent) -> dict:
+    return {
+        "id": row.id,
+        "site_id": row.site_id,
+        "message_id": row.message_id,
+        "type": row.type,
+        "event_name": row.event_name,
+        "received_at": services.iso(row.received_at),
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "pixels": row.pixels,
+        "identifiers": row.identifiers,
+    }
+
+
+@bp.route("/events", methods=["GET"])
+@requires("marketer")
+def events():
+    query = select(ReceivedEvent)
+    for name, column in (
+        ("site_id", ReceivedEvent.site_id),
+        ("event_name", ReceivedEvent.event_name),
+        ("outcome", ReceivedEvent.outcome),
+    ):
+        if name in request.args:
+            value = request.args[name]
+            if name == "site_id" and not value.isdigit():
+                raise Invalid("site_id must be a whole number", name)
+            query = query.where(column == (int(value) if name == "site_id" else value))
+    return _page(query, event_dict, ReceivedEvent.id.desc())
+
+
+@bp.route("/audit", methods=["GET"])
+@requires("admin")
+def audit_log():
+    def entry(row: AuditEntry) -> dict:
+        return {
+            "id": row.id,
+            "user_id": row.user_id,
+            "action": row.action,
+            "object_type": row.object_type,
+            "object_id": row.object_id,
+            "changes": row.changes,
+            "created_at": services.iso(row.created_at),
+        }
+
+    return _page(select(AuditEntry), entry, AuditEntry.id.desc())
+
+
+@bp.route("/openapi.json", methods=["GET"])
+def openapi_document():
+    return jsonify(openapi.document(RESOURCES))

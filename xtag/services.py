@@ -1,0 +1,233 @@
+"""Configuration changes, in one place for the management API and the admin:
+validation beyond field types, the change itself, and its audit entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from xtag import schemas, validation
+from xtag.collector import sites as site_cache
+from xtag.extensions import db
+from xtag.models import AuditEntry, Connection, Mapping, Pixel, Site, User, utcnow
+from xtag.schema import Invalid, Schema
+
+SECRET = "changed"
+
+
+def mask(value: object) -> str:
+    """A secret shown as its last 4 characters at most, never in full."""
+    text = str(value)
+    return "****" + text[-4:] if len(text) >= 12 else "****"
+
+
+def iso(moment) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+# --- serialising ----------------------------------------------------------------
+
+
+def site_dict(site: Site) -> dict:
+    return {
+        "id": site.id,
+        "name": site.name,
+        "write_key": site.write_key,
+        "allowed_origins": site.allowed_origins or [],
+        "default_phone_region": site.default_phone_region,
+        "require_consent": site.require_consent,
+        "last_event_at": iso(site.last_event_at),
+    }
+
+
+def connection_dict(connection: Connection) -> dict:
+    credentials = connection.credentials
+    return {
+        "id": connection.id,
+        "name": connection.name,
+        "auth_type": connection.auth_type,
+        "credentials": {
+            k: (v if k in ("client_id", "consumer_key", "expires_at") else mask(v))
+            for k, v in credentials.items()
+        },
+        "status": connection.status,
+        "last_error": connection.last_error,
+        "token_expires_at": iso(connection.token_expires_at),
+    }
+
+
+def pixel_dict(pixel: Pixel) -> dict:
+    return {
+        "id": pixel.id,
+        "pixel_id": pixel.pixel_id,
+        "name": pixel.name,
+        "connection_id": pixel.connection_id,
+    }
+
+
+def mapping_dict(mapping: Mapping) -> dict:
+    return {
+        "id": mapping.id,
+        "site_id": mapping.site_id,
+        "event_name": mapping.event_name,
+        "pixel": mapping.pixel_key,
+        "x_event_id": mapping.x_event_id,
+        "enabled": mapping.enabled,
+        "description": mapping.description,
+        "fields": mapping.fields or {},
+    }
+
+
+# --- preparing values -----------------------------------------------------------------
+
+
+def _site_values(data: dict, row: Site | None) -> dict:
+    values = dict(data)
+    if "allowed_origins" in values:
+        values["allowed_origins"] = validation.origins(values["allowed_origins"])
+    if values.get("default_phone_region"):
+        values["default_phone_region"] = validation.phone_region(values["default_phone_region"])
+    return values
+
+
+def _connection_values(data: dict, row: Connection | None) -> dict:
+    values = dict(data)
+    auth_type = values.get("auth_type") or row.auth_type
+    if "credentials" in values or "auth_type" in values:
+        given = values.pop("credentials", {})
+        if row is not None and auth_type == row.auth_type:
+            given = {**row.credentials, **given}  # write-only: send only what changes
+        values["credentials"] = validation.credentials(auth_type, given)
+    return values
+
+
+def _pixel_values(data: dict, row: Pixel | None) -> dict:
+    values = dict(data)
+    if "pixel_id" in values:
+        values["pixel_id"] = validation.pixel_id(values["pixel_id"])
+        clash = db.session.scalar(select(Pixel.id).where(Pixel.pixel_id == values["pixel_id"]))
+        if clash and (row is None or clash != row.id):
+            raise Invalid(f"pixel {values['pixel_id']} exists already", "pixel_id", 409, "conflict")
+    if values.get("connection_id") is not None and not db.session.get(
+        Connection, values["connection_id"]
+    ):
+        raise Invalid(f"no connection with id {values['connection_id']}", "connection_id", 422)
+    return values
+
+
+def _mapping_values(data: dict, row: Mapping | None) -> dict:
+    values = dict(data)
+    if "site_id" in values and not db.session.get(Site, values["site_id"]):
+        raise Invalid(f"no site with id {values['site_id']}", "site_id", 422)
+    pixel_key = values.pop("pixel", row.pixel_key if row else None)
+    pixel = db.session.get(Pixel, pixel_key) if pixel_key is not None else None
+    if pixel is None:
+        raise Invalid(f"no pixel with id {pixel_key}", "pixel", 422)
+    values["pixel_key"] = pixel.id
+    event = values.get("x_event_id", row.x_event_id if row else "")
+    values["x_event_id"] = validation.x_event_id(event, pixel.pixel_id)
+    if "fields" in values:
+        values["fields"] = validation.field_overrides(values["fields"])
+    if "event_name" in values:
+        values["event_name"] = values["event_name"].strip()
+    return values
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of configuration object the API and the admin manage."""
+
+    name: str
+    model: type
+    schema: Schema
+    serialize: Callable[[Any], dict]
+    prepare: Callable[[dict, Any], dict]
+    secrets: tuple[str, ...] = ()
+
+
+SITES = Kind("site", Site, schemas.SITE, site_dict, _site_values)
+CONNECTIONS = Kind(
+    "connection",
+    Connection,
+    schemas.CONNECTION,
+    connection_dict,
+    _connection_values,
+    ("credentials",),
+)
+PIXELS = Kind("pixel", Pixel, schemas.PIXEL, pixel_dict, _pixel_values)
+MAPPINGS = Kind("mapping", Mapping, schemas.MAPPING, mapping_dict, _mapping_values)
+
+
+# --- changing ---------------------------------------------------------------------------
+
+
+def audit(actor: User | None, action: str, kind: str, object_id: object, changes: dict) -> None:
+    db.session.add(
+        AuditEntry(
+            user_id=actor.id if actor else None,
+            action=action,
+            object_type=kind,
+            object_id=str(object_id),
+            changes=changes,
+            created_at=utcnow(),
+        )
+    )
+
+
+def _changes(kind: Kind, before: dict, values: dict) -> dict:
+    changed = {}
+    for name, value in values.items():
+        if name in kind.secrets:
+            changed[name] = SECRET
+        elif before.get(name) != value:
+            changed[name] = {"from": before.get(name), "to": value}
+    return changed
+
+
+def _commit(kind: Kind) -> None:
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Invalid(
+            f"this {kind.name} clashes with an existing one", None, 409, "conflict"
+        ) from None
+    site_cache.forget()
+
+
+def create(kind: Kind, actor: User | None, data: Any) -> Any:
+    values = kind.prepare(kind.schema.clean(data), None)
+    row = kind.model(**values)
+    db.session.add(row)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Invalid(
+            f"this {kind.name} clashes with an existing one", None, 409, "conflict"
+        ) from None
+    audit(actor, "create", kind.name, row.id, _changes(kind, {}, values))
+    _commit(kind)
+    return row
+
+
+def update(kind: Kind, actor: User | None, row: Any, data: Any) -> Any:
+    values = kind.prepare(kind.schema.clean(data, partial=True), row)
+    before = {name: getattr(row, name, None) for name in values if name not in kind.secrets}
+    for name, value in values.items():
+        setattr(row, name, value)
+    changes = _changes(kind, before, values)
+    if changes:
+        audit(actor, "update", kind.name, row.id, changes)
+    _commit(kind)
+    return row
+
+
+def delete(kind: Kind, actor: User | None, row: Any) -> None:
+    audit(actor, "delete", kind.name, row.id, {})
+    db.session.delete(row)
+    _commit(kind)

@@ -1,0 +1,108 @@
+"""Checks for configuration input, shared by the management API and the admin.
+
+Pure: each check takes a value and returns it cleaned, or raises Invalid
+with a message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import phonenumbers
+
+from xtag.mapping import OVERRIDABLE, valid_path
+from xtag.schema import Invalid
+from xtag.x_api.auth import REQUIRED
+
+BASE36 = re.compile(r"^[0-9a-z]{1,32}$")
+LONG_EVENT = re.compile(r"^tw-([0-9a-z]+)-([0-9a-z]+)$")
+
+
+def pixel_id(value: str) -> str:
+    cleaned = value.strip().lower()
+    if not BASE36.match(cleaned):
+        raise Invalid("pixel_id must be X's base-36 pixel id, e.g. o8z6j", "pixel_id")
+    return cleaned
+
+
+def x_event_id(value: str, pixel: str | None = None) -> str:
+    """An event id in short (o87ne) or long (tw-<pixel>-<event>) form; the
+    long form must name the mapping's pixel."""
+    cleaned = value.strip().lower()
+    long_form = LONG_EVENT.match(cleaned)
+    if long_form:
+        if pixel is not None and long_form.group(1) != pixel:
+            raise Invalid(
+                f"x_event_id {cleaned} belongs to pixel {long_form.group(1)}, not {pixel}",
+                "x_event_id",
+            )
+        return cleaned
+    if not BASE36.match(cleaned):
+        raise Invalid(
+            "x_event_id must be a base-36 event id (o87ne) or tw-<pixel>-<event>", "x_event_id"
+        )
+    return cleaned
+
+
+def origins(values: list[str]) -> list[str]:
+    cleaned = []
+    for value in values:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Invalid(
+                f"{value!r} is not an origin like https://shop.example", "allowed_origins"
+            )
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+            raise Invalid(f"{value!r} must be scheme and host (and port) only", "allowed_origins")
+        origin = f"{parts.scheme}://{parts.hostname}"
+        if parts.port:
+            origin += f":{parts.port}"
+        cleaned.append(origin.lower())
+    return sorted(set(cleaned))
+
+
+def phone_region(value: str) -> str:
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise Invalid(
+            f"{value!r} is not an ISO 3166 alpha-2 region phonenumbers knows (e.g. US, GB, DE)",
+            "default_phone_region",
+        )
+    return code
+
+
+def field_overrides(value: dict) -> dict:
+    for name, path in value.items():
+        if name not in OVERRIDABLE:
+            raise Invalid(
+                f"fields.{name} cannot be overridden; use one of: {', '.join(OVERRIDABLE)}",
+                "fields",
+            )
+        if not valid_path(path):
+            raise Invalid(
+                f"fields.{name} must be a dotted path into the message, e.g. properties.total",
+                "fields",
+            )
+    return dict(value)
+
+
+def credentials(auth_type: str, values: dict) -> dict:
+    """Complete credentials for the connection type, all strings (expires_at a number)."""
+    missing = [name for name in REQUIRED[auth_type] if not values.get(name)]
+    if missing:
+        raise Invalid(f"{auth_type} credentials need {', '.join(missing)}", "credentials")
+    allowed = set(REQUIRED[auth_type]) | (
+        {"client_secret", "expires_at"} if auth_type == "oauth2" else set()
+    )
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise Invalid(f"unknown credential field {unknown[0]} for {auth_type}", "credentials")
+    for name, value in values.items():
+        kind = (int, float) if name == "expires_at" else str
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise Invalid(
+                f"credentials.{name} must be a {'number' if name == 'expires_at' else 'string'}",
+                "credentials",
+            )
+    return dict(values)
