@@ -74,3 +74,68 @@ def test_ensure_admin_generates_and_prints_a_password(runner, ctx, monkeypatch):
     result = runner.invoke(args=["xtag", "ensure-admin"])
     password = result.output.split("password: ")[1].split()[0]
     assert db.session.scalar(select(User)).check_password(password)
+
+
+def test_revoke_api_token_by_prefix(runner, ctx):
+    factories.user("ops@example.com")
+    token = runner.invoke(args=["xtag", "create-api-token", "ops@example.com"]).output.strip()
+    assert runner.invoke(args=["xtag", "revoke-api-token", token[:8]]).exit_code != 0
+    result = runner.invoke(args=["xtag", "revoke-api-token", token[:12]])
+    assert result.exit_code == 0 and "revoked 1" in result.output
+    assert ApiToken.find(token) is None
+    assert runner.invoke(args=["xtag", "revoke-api-token", token[:12]]).exit_code != 0
+
+
+def test_rotate_keys_then_old_key_removed_credentials_still_deliver(
+    x_app, client, runner, ctx, fake_x, deliver
+):
+    from cryptography.fernet import Fernet
+
+    from tests.test_delivery import basic, order, setup_shop
+
+    site = setup_shop(fake_x)
+    old = x_app.config["XTAG_ENCRYPTION_KEYS"]
+    x_app.config["XTAG_ENCRYPTION_KEYS"] = [Fernet.generate_key().decode(), *old]
+    try:
+        result = runner.invoke(args=["xtag", "rotate-keys"])
+        assert result.exit_code == 0 and "re-encrypted 1" in result.output
+        x_app.config["XTAG_ENCRYPTION_KEYS"] = x_app.config["XTAG_ENCRYPTION_KEYS"][:1]
+        client.post("/v1/track", json=order(1), headers=basic(site.write_key))
+        deliver()
+        assert [r.status for r in fake_x.calls()] == [200]
+    finally:
+        x_app.config["XTAG_ENCRYPTION_KEYS"] = old
+
+
+def test_retry_failed_purge_and_status(x_app, client, runner, ctx, fake_x, deliver):
+    from tests.test_delivery import basic, order, setup_shop
+
+    site = setup_shop(fake_x)
+    fake_x.fail_next(404)
+    client.post("/v1/track", json=order(1), headers=basic(site.write_key))
+    deliver()
+    status = runner.invoke(args=["xtag", "status"]).output
+    assert "failed deliveries: 1" in status and "unhealthy connection" in status
+    assert "workers alive: 0" in status
+    assert runner.invoke(args=["xtag", "retry-failed", "--since", "never"]).exit_code != 0
+    result = runner.invoke(
+        args=["xtag", "retry-failed", "--pixel", "o8z6j", "--since", "2000-01-01T00:00:00Z"]
+    )
+    assert "queued 1" in result.output
+    deliver()
+    assert "failed deliveries: 0" in runner.invoke(args=["xtag", "status"]).output
+    assert len(fake_x.accepted()) == 1
+    assert "deleted 0" in runner.invoke(args=["xtag", "purge"]).output
+
+
+def test_send_test_event_goes_through_the_collector(runner, ctx, work):
+    from xtag.models import ReceivedEvent
+
+    site = factories.site()
+    result = runner.invoke(args=["xtag", "send-test-event", str(site.id), "Test Order"])
+    assert result.exit_code == 0 and result.output.startswith("200 ")
+    work()
+    db.session.expire_all()
+    [event] = db.session.scalars(select(ReceivedEvent)).all()
+    assert event.event_name == "Test Order" and event.identifiers["twclid"].startswith("xtag-test-")
+    assert runner.invoke(args=["xtag", "send-test-event", "999", "X"]).exit_code != 0

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import UTC, datetime
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from xtag import delivery, inbox, queue, retention, services
+from xtag import worker as worker_mod
 from xtag.extensions import db
-from xtag.models import ROLES, ApiToken, User
+from xtag.models import (
+    ROLES,
+    ApiToken,
+    Connection,
+    Delivery,
+    DeliveryItem,
+    Pixel,
+    Site,
+    User,
+    utcnow,
+)
 
 xtag_cli = AppGroup("xtag", help="xtag operator commands.")
 
@@ -77,6 +90,116 @@ def ensure_admin() -> None:
 @click.option("--burst", is_flag=True, help="process everything that is due, then exit")
 def worker(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) for every xtag queue."""
-    from xtag import worker as worker_mod
-
     worker_mod.run(current_app._get_current_object(), burst=burst)
+
+
+@xtag_cli.command("revoke-api-token")
+@click.argument("prefix")
+def revoke_api_token(prefix: str) -> None:
+    """Revoke a token by the start of it (at least its first 12 characters)."""
+    if len(prefix) < 12:
+        raise click.BadParameter("give at least the first 12 characters", param_hint="PREFIX")
+    rows = db.session.scalars(
+        select(ApiToken).where(ApiToken.prefix == prefix[:12], ApiToken.revoked_at.is_(None))
+    ).all()
+    if not rows:
+        raise click.ClickException(f"no active token starts with {prefix[:12]}")
+    for row in rows:
+        row.revoked_at = utcnow()
+        services.audit(None, "revoke", "api_token", row.id, {"user": row.user.email})
+    db.session.commit()
+    click.echo(f"revoked {len(rows)} token(s)")
+
+
+@xtag_cli.command("rotate-keys")
+def rotate_keys() -> None:
+    """Re-encrypt every connection's credentials with the first key of
+    XTAG_ENCRYPTION_KEYS; afterwards the other keys can be removed."""
+    rows = db.session.scalars(select(Connection)).all()
+    for row in rows:
+        row.reencrypt()
+    db.session.commit()
+    click.echo(f"re-encrypted {len(rows)} connection(s) with the first key")
+
+
+@xtag_cli.command("retry-failed")
+@click.option("--pixel", help="X pixel id")
+@click.option("--since", help="ISO 8601 time, e.g. 2026-11-25T00:00:00Z")
+def retry_failed(pixel: str | None, since: str | None) -> None:
+    """Queue failed deliveries again."""
+    query = select(Delivery.id).where(Delivery.status.in_(("failed", "partial")))
+    if pixel:
+        query = query.join(Pixel, Delivery.pixel_key == Pixel.id).where(
+            Pixel.pixel_id == pixel.lower()
+        )
+    if since:
+        try:
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter("must be an ISO 8601 time", param_hint="--since") from None
+        query = query.where(
+            Delivery.created_at >= (moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        )
+    retried = [i for i in db.session.scalars(query).all() if delivery.retry_by_hand(i)]
+    click.echo(f"queued {len(retried)} delivery(ies) again")
+
+
+@xtag_cli.command("purge")
+def purge() -> None:
+    """Delete received events past XTAG_EVENT_RETENTION_DAYS."""
+    click.echo(f"deleted {retention.purge()} received event(s)")
+
+
+@xtag_cli.command("status")
+def status() -> None:
+    """Queue depth, workers alive, failed deliveries, unhealthy connections."""
+    connection = queue.redis_client()
+    failed = db.session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.status.in_(("failed", "partial")))
+    )
+    unhealthy = db.session.scalars(select(Connection).where(Connection.status == "unhealthy")).all()
+    waiting = db.session.scalar(
+        select(func.count()).select_from(DeliveryItem).where(DeliveryItem.delivery_id.is_(None))
+    )
+    workers = worker_mod.alive(connection)
+    click.echo(f"inbox: {inbox.depth(connection)} request(s) not yet recorded")
+    click.echo(f"conversions waiting for a batch: {waiting}")
+    click.echo(
+        f"workers alive: {len(workers)}" + ("" if workers else "  (none: nothing is delivered!)")
+    )
+    click.echo(f"failed deliveries: {failed}")
+    for row in unhealthy:
+        click.echo(f"unhealthy connection {row.id} ({row.name}): {row.last_error}")
+
+
+@xtag_cli.command("send-test-event")
+@click.argument("site_id", type=int)
+@click.argument("event")
+@click.option("--url", default=None, help="collector base URL (default: this app, in-process)")
+def send_test_event(site_id: int, event: str, url: str | None) -> None:
+    """Send a sample track message for SITE through the collector."""
+    site = db.session.get(Site, site_id)
+    if site is None:
+        raise click.ClickException(f"no site with id {site_id}")
+    message = {
+        "event": event,
+        "anonymousId": f"xtag-test-{secrets.token_hex(4)}",
+        "messageId": f"xtag-test-{secrets.token_hex(8)}",
+        "properties": {"order_id": f"test-{secrets.token_hex(4)}", "revenue": 1, "currency": "USD"},
+        "context": {"twclid": f"xtag-test-{secrets.token_hex(6)}"},
+    }
+    if url:
+        import requests
+
+        response = requests.post(
+            f"{url.rstrip('/')}/v1/track", json=message, auth=(site.write_key, ""), timeout=10
+        )
+        code, body = response.status_code, response.text
+    else:
+        response = current_app.test_client().post(
+            "/v1/track", json=message, auth=(site.write_key, "")
+        )
+        code, body = response.status_code, response.get_data(as_text=True)
+    click.echo(f"{code} {body.strip()}  messageId={message['messageId']}")
+    if code != 200:
+        raise click.ClickException("the collector refused the test event")
