@@ -189,6 +189,7 @@ def test_site_crud_with_write_key_read_only(client, admin):
         ("sites", {"name": ""}, "name", "may not be empty"),
         ("sites", {"name": 5}, "name", "must be of type string"),
         ("sites", {"name": "S", "bogus": 1}, "bogus", "unknown field bogus"),
+        ("sites", {"name": "S\u0000"}, "name", "NUL"),
         (
             "sites",
             {"name": "S", "allowed_origins": ["shop.example"]},
@@ -277,10 +278,26 @@ def test_duplicates_get_409(client, admin):
     assert client.post("/api/v1/mappings", json=again, headers=admin).status_code == 409
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=x", "offset=-1", "site_id=abc"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=201",
+        "limit=x",
+        "offset=-1",
+        "site_id=abc",
+        "site_id=99999999999",
+        "event_name=%00",
+    ],
+)
 def test_bad_paging_and_filters_get_400(client, admin, query):
     r = client.get(f"/api/v1/mappings?{query}", headers=admin)
-    assert r.status_code == 400 and r.json["error"]["field"] in ("limit", "offset", "site_id")
+    assert r.status_code == 400 and r.json["error"]["field"] in (
+        "limit",
+        "offset",
+        "site_id",
+        "event_name",
+    )
 
 
 def test_non_json_body_and_unknown_ids(client, admin):

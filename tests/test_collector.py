@@ -375,6 +375,12 @@ def test_missing_and_unknown_write_keys_get_401(client, site):
         ("track", {"event": "E", "anonymousId": "a", "context": {"twclid": 5}}, "context.twclid"),
         ("track", {"event": "E", "anonymousId": "a", "timestamp": "yesterday"}, "timestamp is not"),
         ("track", {"event": "E", "anonymousId": "a", "messageId": 7}, "messageId must be a string"),
+        ("track", {"event": "E\u0000", "anonymousId": "a"}, "event may not contain NUL"),
+        (
+            "track",
+            {"event": "E", "anonymousId": "a", "messageId": "m\u0000"},
+            "messageId may not contain NUL",
+        ),
         ("batch", {"batch": "nope"}, "batch must be a list"),
         ("batch", {"batch": []}, "batch is empty"),
         ("batch", {"batch": [{"event": "E", "anonymousId": "a"}]}, "batch[0].type is required"),

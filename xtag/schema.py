@@ -18,6 +18,9 @@ class Invalid(ValueError):
         self.message, self.field, self.status, self.code = message, field, status, code
 
 
+ID_MAX = 2**31 - 1  # what an INTEGER column holds on PostgreSQL
+BIG_ID_MAX = 2**63 - 1  # BIGINT (events, deliveries)
+
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
@@ -26,6 +29,17 @@ JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "number": (int, float),
 }
+
+
+def _has_nul(value: Any) -> bool:
+    """NUL cannot be stored in a PostgreSQL text column: refuse it up front."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
 
 
 @dataclass(frozen=True)
@@ -53,8 +67,12 @@ class Field:
             self.type in ("integer", "number") and isinstance(value, bool)
         ):
             raise Invalid(f"{self.name} must be of type {self.type}", self.name)
+        if self.type == "integer" and not 0 <= value <= ID_MAX:
+            raise Invalid(f"{self.name} must be between 0 and {ID_MAX}", self.name)
         if self.items and not all(isinstance(v, JSON_TYPES[self.items]) for v in value):
             raise Invalid(f"{self.name} must be a list of {self.items}s", self.name)
+        if _has_nul(value):
+            raise Invalid(f"{self.name} may not contain NUL characters", self.name)
         if self.enum and value not in self.enum:
             raise Invalid(f"{self.name} must be one of: {', '.join(self.enum)}", self.name)
         if self.max_length and isinstance(value, str) and len(value) > self.max_length:
@@ -77,6 +95,8 @@ class Field:
                 doc[key] = value
         if self.items:
             doc["items"] = {"type": self.items}
+        if self.type == "integer":
+            doc.update(minimum=0, maximum=ID_MAX)
         return doc
 
 

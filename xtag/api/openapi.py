@@ -50,7 +50,12 @@ PAGING = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
 ]
-ROW_ID = {"name": "row_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+ROW_ID = {
+    "name": "row_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
 
 
 def _resource_paths(resource) -> dict:

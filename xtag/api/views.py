@@ -14,7 +14,7 @@ from xtag.api.auth import requires
 from xtag.collector.intake import Rejected, RequestFacts, SiteRules, prepare, validate
 from xtag.extensions import db
 from xtag.models import AuditEntry, Delivery, Mapping, Pixel, ReceivedEvent, Site
-from xtag.schema import Invalid
+from xtag.schema import BIG_ID_MAX, ID_MAX, Invalid
 from xtag.schemas import PREVIEW
 
 LIMIT_MAX = 200
@@ -45,6 +45,13 @@ RESOURCES = (
 )
 
 
+@bp.before_request
+def refuse_nul_in_query():
+    for name, value in request.args.items(multi=True):
+        if "\x00" in value or "\x00" in name:
+            raise Invalid(f"{name} may not contain NUL characters", name)
+
+
 @bp.errorhandler(Invalid)
 def invalid(error: Invalid):
     body = {"code": error.code, "message": error.message}
@@ -55,13 +62,13 @@ def invalid(error: Invalid):
     return response
 
 
-def _int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
+def _int_arg(name: str, default: int | None, low: int = 0, high: int | None = None) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise Invalid(f"{name} must be a whole number {bound}", name)
+    high = ID_MAX if high is None else high
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise Invalid(f"{name} must be a whole number between {low} and {high}", name)
     return int(raw)
 
 
@@ -87,7 +94,7 @@ def _page(query, serialize, order):
 
 
 def _row(kind: services.Kind, row_id: int):
-    row = db.session.get(kind.model, row_id)
+    row = db.session.get(kind.model, row_id) if row_id <= ID_MAX else None
     if row is None:
         raise Invalid(f"no {kind.name} with id {row_id}", None, 404, "not_found")
     return row
@@ -108,10 +115,8 @@ def _register(resource: Resource) -> None:
         query = select(model)
         for name, (column, cast) in resource.filters.items():
             if name in request.args:
-                value = request.args[name]
-                if cast is int and not value.isdigit():
-                    raise Invalid(f"{name} must be a whole number", name)
-                query = query.where(column == cast(value))
+                value = _int_arg(name, None) if cast is int else request.args[name]
+                query = query.where(column == value)
         return _page(query, kind.serialize, model.id)
 
     @requires(resource.write_role)
@@ -239,7 +244,7 @@ def deliveries():
 @bp.route("/deliveries/<int:row_id>", methods=["GET"])
 @requires("marketer")
 def delivery_detail(row_id: int):
-    row = db.session.get(Delivery, row_id)
+    row = db.session.get(Delivery, row_id) if row_id <= BIG_ID_MAX else None
     if row is None:
         raise Invalid(f"no delivery with id {row_id}", None, 404, "not_found")
     return jsonify(delivery_dict(row, detail=True))
@@ -248,7 +253,7 @@ def delivery_detail(row_id: int):
 @bp.route("/deliveries/<int:row_id>/retry", methods=["POST"])
 @requires("admin")
 def delivery_retry(row_id: int):
-    row = db.session.get(Delivery, row_id)
+    row = db.session.get(Delivery, row_id) if row_id <= BIG_ID_MAX else None
     if row is None:
         raise Invalid(f"no delivery with id {row_id}", None, 404, "not_found")
     if not delivery.retry_by_hand(row_id):
@@ -301,10 +306,8 @@ def events():
         ("outcome", ReceivedEvent.outcome),
     ):
         if name in request.args:
-            value = request.args[name]
-            if name == "site_id" and not value.isdigit():
-                raise Invalid("site_id must be a whole number", name)
-            query = query.where(column == (int(value) if name == "site_id" else value))
+            value = _int_arg(name, None) if name == "site_id" else request.args[name]
+            query = query.where(column == value)
     return _page(query, event_dict, ReceivedEvent.id.desc())
 
 

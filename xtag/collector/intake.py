@@ -143,6 +143,8 @@ def _check_kind(message: dict, path: str, route: str) -> str:
             raise Rejected(f"{path}event is required for a track message")
         if len(event) > NAME_MAX:
             raise Rejected(f"{path}event is longer than {NAME_MAX} characters")
+        if "\x00" in event:
+            raise Rejected(f"{path}event may not contain NUL characters")
     return kind
 
 
@@ -159,6 +161,8 @@ def _check_ids(message: dict, path: str) -> None:
             raise Rejected(f"{path}{name} must be a string")
         if len(str(value)) > limit:
             raise Rejected(f"{path}{name} is longer than {limit} characters")
+        if "\x00" in str(value):
+            raise Rejected(f"{path}{name} may not contain NUL characters")
     if all(message.get(name) in (None, "") for name in ("userId", "anonymousId")):
         raise Rejected(f"{path}userId or {path}anonymousId is required")
 
