@@ -96,3 +96,42 @@ def test_worker_killed_mid_delivery_loses_nothing(app, client, ctx, environ, fak
     db.session.expire_all()
     statuses = {d.status for d in db.session.scalars(select(Delivery))}
     assert statuses <= {"delivered", "sending", "retrying"}
+
+
+def test_readme_setup_script_runs_against_a_live_xtag(
+    app, ctx, environ, fake_x, live_server, tmp_path
+):
+    """examples/setup.sh, as the README shows it: API and CLI only, then the
+    delivery read back once a real worker sent it to (the fake) X."""
+    from xtag.models import ApiToken
+
+    admin = factories.user("admin@example.com", role="admin")
+    row, token = ApiToken.issue(admin)
+    db.session.add(row)
+    db.session.commit()
+    worker = start_worker(environ, fake_x, tmp_path / "worker.log")
+    try:
+        result = subprocess.run(
+            [str(ROOT / "examples" / "setup.sh")],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                **environ,
+                "XTAG_URL": live_server,
+                "XTAG_TOKEN": token,
+                "PIXEL_TOKEN": fake_x.pixel_token,
+                "FLASK": f"{sys.executable} -m flask",
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        kill(worker)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"event_id": "o87ne"' in result.stdout.replace("'", '"')
+    assert '"status": "delivered"' in result.stdout.replace("'", '"')
+    [conversion] = fake_x.accepted()
+    assert conversion["event_id"] == "o87ne" and conversion["identifiers"][0]["twclid"].startswith(
+        "xtag-test-"
+    )
