@@ -496,3 +496,15 @@ def test_analytics_next_short_paths_and_other_segment_types(client, site, work):
         ("alias", None, "ignored"),
         ("screen", "screen", "unmapped"),
     ]
+
+
+def test_an_entry_that_cannot_be_recorded_is_set_aside_and_intake_goes_on(client, site, app, work):
+    key = basic(site.write_key)
+    client.post("/v1/track", json=track(messageId="before"), headers=key)
+    inbox.add(queue.redis_client(), [{"site_id": site.id, "message": {"type": "track"}}])  # broken
+    client.post("/v1/track", json=track(messageId="after"), headers=key)
+    work()
+    assert [e.message_id for e in events()] == ["before", "after"]
+    [dead] = queue.redis_client().xrange(inbox.DEAD)
+    assert dead[1][b"reason"] == b"KeyError"
+    assert inbox.depth(queue.redis_client()) == 0

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import redis
 
 STREAM = "xtag:inbox"
+DEAD = "xtag:inbox:dead"
 GROUP = "xtag-workers"
 
 
@@ -77,6 +78,11 @@ def done(client: redis.Redis, entry_ids: list[str]) -> None:
             pipe.xack(STREAM, GROUP, *entry_ids)
             pipe.xdel(STREAM, *entry_ids)
             pipe.execute()
+
+
+def set_aside(client: redis.Redis, entry: Entry, reason: str) -> None:
+    """Keep an entry that cannot be recorded, for an operator to look at."""
+    client.xadd(DEAD, {"entry": entry.id, "reason": reason, "events": json.dumps(entry.events)})
 
 
 def depth(client: redis.Redis) -> int:

@@ -19,7 +19,7 @@ import time
 import redis
 from flask import Flask
 from rq import SimpleWorker
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from xtag import delivery, inbox, jobs, queue, retention
 from xtag.extensions import db
@@ -34,6 +34,8 @@ PURGE_EVERY_SECONDS = 3600.0
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TTL = 30
 HEARTBEAT_PREFIX = "xtag:heartbeat:"
+# Errors that retrying cannot cure: the entry's data, not the database, is at fault.
+POISON = (DataError, IntegrityError, KeyError, TypeError, ValueError, AttributeError)
 
 
 def alive(connection: redis.Redis) -> list[str]:
@@ -94,14 +96,37 @@ class Intake:
         wait = min(self.due.values()) - time.monotonic()
         return max(1, min(block_ms, int(wait * 1000) + 1))
 
+    def _record(self, entries: list[inbox.Entry]) -> set[int]:
+        with self.app.app_context():
+            return jobs.record(entries)
+
+    def _one_by_one(self, entries: list[inbox.Entry]) -> set[int]:
+        """After a batch failed on its data: record each entry alone, and set
+        aside (in the dead-letter stream) the one that cannot be recorded, so
+        one bad entry never stops the intake and nothing is thrown away."""
+        later: set[int] = set()
+        for entry in entries:
+            try:
+                later |= self._record([entry])
+            except POISON as exc:
+                log.error(
+                    "intake: entry %s cannot be recorded (%s); set aside",
+                    entry.id,
+                    type(exc).__name__,
+                )
+                inbox.set_aside(self.client, entry, type(exc).__name__)
+        return later
+
     def run_once(self, block_ms: int | None = None) -> int:
         self.flush_due()
         entries = self._take(self._block_ms(block_ms))
         if not entries:
             return 0
         try:
-            with self.app.app_context():
-                later = jobs.record(entries)
+            try:
+                later = self._record(entries)
+            except POISON:
+                later = self._one_by_one(entries)
         except (SQLAlchemyError, redis.RedisError, OSError):
             self._retry_own = True
             raise
