@@ -7,6 +7,7 @@ those servers are used instead, and only their own Redis db is flushed.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import threading
@@ -28,6 +29,15 @@ from xtag.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
 fake_x = fakes.fake_x
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs(caplog):
+    """Every test: nothing logged at any level holds raw PII or a secret."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    found = pii.found_in("\n".join(record.getMessage() for record in caplog.records))
+    assert not found, f"logs contain raw personal data or secrets: {found}"
 
 
 @pytest.fixture(scope="session")

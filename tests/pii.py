@@ -44,10 +44,15 @@ def _database_text(db) -> str:
     return "\n".join(parts)
 
 
+def found_in(text: str) -> list[str]:
+    """The raw emails, phones and secrets in a text."""
+    lowered = text.lower()
+    return [needle for needle in NEEDLES if needle.lower() in lowered]
+
+
 def leaks(db, redis_client) -> list[str]:
     """Where any raw email, phone or secret sits in storage ('redis: needle')."""
     found = []
     for where, text in (("redis", _redis_text(redis_client)), ("database", _database_text(db))):
-        lowered = text.lower()
-        found += [f"{where}: {needle}" for needle in NEEDLES if needle.lower() in lowered]
+        found += [f"{where}: {needle}" for needle in found_in(text)]
     return found

@@ -33,3 +33,13 @@ def test_scan_finds_raw_phone_and_secret_in_the_database(app, ctx):
     db.session.commit()
     assert pii.leaks(db, queue.redis_client()) == []
     assert db.session.scalars(select(ReceivedEvent)).all() == []
+
+
+def test_log_scan_finds_raw_email_phone_and_secrets():
+    assert pii.found_in(f"login {pii.RAW_EMAIL} from {pii.RAW_PHONE_E164}") == [
+        pii.RAW_EMAIL.lower(),
+        "jane.doe",
+        "4155552671",
+    ]
+    assert pii.found_in(f"token={pii.SECRETS[0]}") == [pii.SECRETS[0]]
+    assert pii.found_in("queued 3 events for site 1") == []
