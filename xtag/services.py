@@ -4,6 +4,7 @@ validation beyond field types, the change itself, and its audit entry."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,14 +189,21 @@ def _changes(kind: Kind, before: dict, values: dict) -> dict:
     return changed
 
 
-def _commit(kind: Kind) -> None:
+@contextmanager
+def _clashes_as_409(kind: Kind):
+    """A unique constraint the checks above did not foresee is still a 409."""
     try:
-        db.session.commit()
+        yield
     except IntegrityError:
         db.session.rollback()
         raise Invalid(
             f"this {kind.name} clashes with an existing one", None, 409, "conflict"
         ) from None
+
+
+def _commit(kind: Kind) -> None:
+    with _clashes_as_409(kind):
+        db.session.commit()
     site_cache.forget()
 
 
@@ -203,13 +211,8 @@ def create(kind: Kind, actor: User | None, data: Any) -> Any:
     values = kind.prepare(kind.schema.clean(data), None)
     row = kind.model(**values)
     db.session.add(row)
-    try:
+    with _clashes_as_409(kind):
         db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        raise Invalid(
-            f"this {kind.name} clashes with an existing one", None, 409, "conflict"
-        ) from None
     audit(actor, "create", kind.name, row.id, _changes(kind, {}, values))
     _commit(kind)
     return row

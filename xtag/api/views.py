@@ -241,21 +241,23 @@ def deliveries():
     return _page(_deliveries_query(), delivery_dict, Delivery.id.desc())
 
 
-@bp.route("/deliveries/<int:row_id>", methods=["GET"])
-@requires("marketer")
-def delivery_detail(row_id: int):
+def _delivery(row_id: int) -> Delivery:
     row = db.session.get(Delivery, row_id) if row_id <= BIG_ID_MAX else None
     if row is None:
         raise Invalid(f"no delivery with id {row_id}", None, 404, "not_found")
-    return jsonify(delivery_dict(row, detail=True))
+    return row
+
+
+@bp.route("/deliveries/<int:row_id>", methods=["GET"])
+@requires("marketer")
+def delivery_detail(row_id: int):
+    return jsonify(delivery_dict(_delivery(row_id), detail=True))
 
 
 @bp.route("/deliveries/<int:row_id>/retry", methods=["POST"])
 @requires("admin")
 def delivery_retry(row_id: int):
-    row = db.session.get(Delivery, row_id) if row_id <= BIG_ID_MAX else None
-    if row is None:
-        raise Invalid(f"no delivery with id {row_id}", None, 404, "not_found")
+    row = _delivery(row_id)
     if not delivery.retry_by_hand(row_id):
         raise Invalid(
             f"delivery {row_id} is {row.status}; only failed or partial ones can be retried",
