@@ -1,5 +1,7 @@
 """Health and readiness, as a load balancer and an operator see them."""
 
+import time
+
 from xtag import queue, worker
 
 
@@ -18,7 +20,9 @@ def test_readyz_needs_a_live_worker(app, client):
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json["status"] == "ready"
     assert r.json["checks"]["workers"] == {"ok": True, "alive": 1}
-    assert queue.redis_client(app).ttl("xtag:heartbeat:test-worker") <= worker.HEARTBEAT_TTL
+    stale = {"old-worker": time.time() - worker.HEARTBEAT_TTL - 1}
+    queue.redis_client(app).zadd(worker.WORKERS, stale)
+    assert client.get("/readyz").json["checks"]["workers"]["alive"] == 1  # the stale one is not
 
 
 def test_readyz_reports_redis_down(make_app):

@@ -13,7 +13,7 @@ from sqlalchemy import insert, select, update
 from xtag import delivery, inbox, mapping, queue, visitors
 from xtag.collector.intake import parse_time
 from xtag.extensions import db
-from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site
+from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site, utcnow
 
 
 def rules_for(site_ids: set[int]) -> dict[tuple[int, str], list[mapping.Rule]]:
@@ -94,6 +94,7 @@ def record(entries: list[inbox.Entry]) -> set[int]:
     ids = db.session.scalars(
         insert(ReceivedEvent).returning(ReceivedEvent.id, sort_by_parameter_order=True), rows
     ).all()
+    buffered_at = utcnow()
     items = [
         {
             "pixel_key": rule.pixel_key,
@@ -101,7 +102,7 @@ def record(entries: list[inbox.Entry]) -> set[int]:
             "conversion_id": conversion.get("conversion_id"),
             "conversion": conversion,
             "status": "waiting",
-            "created_at": row["received_at"],
+            "created_at": buffered_at,  # the batch window runs from here
         }
         for event_id, row, result in zip(ids, rows, results, strict=True)
         if result

@@ -26,22 +26,23 @@ from xtag.extensions import db
 
 log = logging.getLogger(__name__)
 
-READ_COUNT = 200
+READ_COUNT = 200  # inbox entries per read at most
+EVENTS_PER_READ = 2000  # ... and about this many events (a /v1/batch entry holds up to 2,500)
 BLOCK_MS = 1000
 RECLAIM_EVERY_SECONDS = 5.0
 SWEEP_EVERY_SECONDS = 10.0
 PURGE_EVERY_SECONDS = 3600.0
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TTL = 30
-HEARTBEAT_PREFIX = "xtag:heartbeat:"
+WORKERS = "xtag:workers"  # sorted set: worker name -> last heartbeat (epoch seconds)
 # Errors that retrying cannot cure: the entry's data, not the database, is at fault.
 POISON = (DataError, IntegrityError, KeyError, TypeError, ValueError, AttributeError)
 
 
 def alive(connection: redis.Redis) -> list[str]:
     """Names of workers that reported within HEARTBEAT_TTL seconds."""
-    prefix = len(HEARTBEAT_PREFIX)
-    return sorted(k.decode()[prefix:] for k in connection.scan_iter(f"{HEARTBEAT_PREFIX}*"))
+    names = connection.zrangebyscore(WORKERS, time.time() - HEARTBEAT_TTL, "+inf")
+    return sorted(name.decode() for name in names)
 
 
 class AppWorker(SimpleWorker):
@@ -66,20 +67,21 @@ class Intake:
         self._retry_own = True
         self.window = app.config["XTAG_BATCH_WINDOW_MS"] / 1000
         self.due: dict[int, float] = {}  # pixel -> when its partial batch is flushed
+        self.read_count = READ_COUNT
         inbox.ensure_group(self.client)
 
     def _take(self, block_ms: int | None) -> list[inbox.Entry]:
         if self._retry_own:  # entries this consumer read before a failure
-            entries = inbox.pending(self.client, self.name, READ_COUNT)
+            entries = inbox.pending(self.client, self.name, self.read_count)
             if entries:
                 return entries
             self._retry_own = False
         if time.monotonic() >= self._next_reclaim:
             self._next_reclaim = time.monotonic() + RECLAIM_EVERY_SECONDS
-            entries = inbox.reclaim(self.client, self.name, READ_COUNT, self.claim_idle_ms)
+            entries = inbox.reclaim(self.client, self.name, self.read_count, self.claim_idle_ms)
             if entries:
                 return entries
-        return inbox.read(self.client, self.name, READ_COUNT, block_ms)
+        return inbox.read(self.client, self.name, self.read_count, block_ms)
 
     def flush_due(self, everything: bool = False) -> None:
         now = time.monotonic()
@@ -131,6 +133,8 @@ class Intake:
             self._retry_own = True
             raise
         inbox.done(self.client, [e.id for e in entries])
+        per_entry = max(1, sum(len(e.events) for e in entries) // len(entries))
+        self.read_count = max(1, min(READ_COUNT, EVENTS_PER_READ // per_entry))
         due = time.monotonic() + self.window
         for pixel_key in later:
             self.due.setdefault(pixel_key, due)
@@ -155,7 +159,11 @@ class Intake:
                 retention.purge()
 
     def heartbeat(self) -> None:
-        self.client.set(f"{HEARTBEAT_PREFIX}{self.name}", int(time.time()), ex=HEARTBEAT_TTL)
+        now = time.time()
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(WORKERS, {self.name: now})
+            pipe.zremrangebyscore(WORKERS, "-inf", now - 24 * 3600)  # long-dead names
+            pipe.execute()
 
     def run_forever(self) -> None:
         next_sweep = next_beat = 0.0
@@ -226,4 +234,4 @@ def _run(app: Flask, connection: redis.Redis, burst: bool) -> bool:
     finally:
         intake.stop.set()
         thread.join(timeout=5)
-        intake.client.delete(f"{HEARTBEAT_PREFIX}{intake.name}")
+        intake.client.zrem(WORKERS, intake.name)
