@@ -9,7 +9,6 @@ them into a delivery, sends it, and records every HTTP attempt.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -197,16 +196,16 @@ class _Attempt:
         self.retry: Verdict | None = None
 
     def post(self, items: list[DeliveryItem]) -> Verdict:
-        conversions = [item.conversion for item in items]
+        body = client.body_of([item.conversion for item in items])
         answer = client.post(
             http(),
             self.url,
-            conversions,
+            body,
             auth.for_connection(self.connection.auth_type, self.credentials),
             timeout=(5, current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
         )
         verdict = classify(answer.status, answer.headers, answer.body, answer.error)
-        self.log(items, conversions, answer, verdict)
+        self.log(items, body, answer, verdict)
         if (
             verdict.kind == "unauthorized"
             and self.connection.auth_type == "oauth2"
@@ -222,7 +221,7 @@ class _Attempt:
             return self.post(items)
         return verdict
 
-    def log(self, items, conversions, answer: client.Answer, verdict: Verdict) -> None:
+    def log(self, items, body: str, answer: client.Answer, verdict: Verdict) -> None:
         delivery = self.delivery
         delivery.attempts += 1
         delivery.last_status_code = answer.status
@@ -235,7 +234,7 @@ class _Attempt:
                 delivery_id=delivery.id,
                 number=delivery.attempts,
                 conversions=len(items),
-                request_body=json.dumps({"conversions": conversions}, separators=(",", ":")),
+                request_body=body,
                 status_code=answer.status,
                 response_body=answer.body or None,
                 debug_id=verdict.debug_id,

@@ -26,14 +26,18 @@ def conversions_url(base: str, version: str, pixel_id: str) -> str:
     return f"{base}/{version}/measurement/conversions/{pixel_id}"
 
 
+def body_of(conversions: list[dict]) -> str:
+    """The request body X takes; also what the delivery log keeps."""
+    return json.dumps({"conversions": conversions}, separators=(",", ":"))
+
+
 def post(
     session: requests.Session,
     url: str,
-    conversions: list[dict],
+    body: str,
     auth: requests.auth.AuthBase,
     timeout: float | tuple[float, float] = TIMEOUT,
 ) -> Answer:
-    body = json.dumps({"conversions": conversions}, separators=(",", ":"))
     started = time.monotonic()
     try:
         response = session.post(
