@@ -139,3 +139,30 @@ def test_send_test_event_goes_through_the_collector(runner, ctx, work):
     [event] = db.session.scalars(select(ReceivedEvent)).all()
     assert event.event_name == "Test Order" and event.identifiers["twclid"].startswith("xtag-test-")
     assert runner.invoke(args=["xtag", "send-test-event", "999", "X"]).exit_code != 0
+
+
+def test_users_and_tokens_made_by_the_cli_are_audited(runner, ctx):
+    from xtag.models import AuditEntry
+
+    runner.invoke(
+        args=[
+            "xtag",
+            "create-user",
+            "a@example.com",
+            "--role",
+            "admin",
+            "--password",
+            "long enough",
+        ]
+    )
+    token = runner.invoke(args=["xtag", "create-api-token", "a@example.com"]).output.strip()
+    runner.invoke(args=["xtag", "revoke-api-token", token[:12]])
+    entries = db.session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(e.action, e.object_type) for e in entries] == [
+        ("create", "user"),
+        ("create", "api_token"),
+        ("revoke", "api_token"),
+    ]
+    assert entries[0].changes["password"] == "changed" and token not in repr(
+        [e.changes for e in entries]
+    )

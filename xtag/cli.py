@@ -54,6 +54,10 @@ def create_user(email: str, role: str, password: str | None) -> None:
     user = User(email=email, role=role, active=True)
     user.set_password(password)
     db.session.add(user)
+    db.session.flush()
+    services.audit(
+        None, "create", "user", user.id, {"email": email, "role": role, "password": "changed"}
+    )
     db.session.commit()
     click.echo(f"created {role} {email}")
 
@@ -65,6 +69,10 @@ def create_api_token(email: str, name: str) -> None:
     """Print a new management-API token for a user (only its hash is stored)."""
     row, token = ApiToken.issue(_user(email), name=name)
     db.session.add(row)
+    db.session.flush()
+    services.audit(
+        None, "create", "api_token", row.id, {"user": row.user.email, "prefix": row.prefix}
+    )
     db.session.commit()
     click.echo(token)
 
@@ -81,6 +89,10 @@ def ensure_admin() -> None:
     user.role, user.active = "admin", True
     user.set_password(password)
     db.session.add(user)
+    db.session.flush()
+    services.audit(
+        None, "create", "user", user.id, {"email": email, "role": "admin", "password": "changed"}
+    )
     db.session.commit()
     shown = password if not os.environ.get("XTAG_ADMIN_PASSWORD") else "(from XTAG_ADMIN_PASSWORD)"
     click.echo(f"admin user: {email}  password: {shown}  (shown once; keep it)")
