@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import requests
 from flask import current_app
@@ -31,6 +32,46 @@ OUTSTANDING = ("sending",)
 OVERDUE_SECONDS = 10
 
 _session: requests.Session | None = None
+
+
+class Item(NamedTuple):
+    """A conversion being sent: its row id and the conversion itself (plain
+    rows, not ORM objects: a batch is 500 of them)."""
+
+    id: int
+    conversion: dict
+
+
+def _outstanding(delivery_id: int) -> list[Item]:
+    rows = db.session.execute(
+        select(DeliveryItem.id, DeliveryItem.conversion)
+        .where(DeliveryItem.delivery_id == delivery_id, DeliveryItem.status.in_(OUTSTANDING))
+        .order_by(DeliveryItem.id)
+    )
+    return [Item(*row) for row in rows]
+
+
+def _settle(ids: list[int], status: str, error: str | None) -> None:
+    db.session.execute(
+        update(DeliveryItem).where(DeliveryItem.id.in_(ids)).values(status=status, error=error)
+    )
+
+
+def _give_up(delivery_id: int, error: str) -> None:
+    """Every conversion still outstanding fails (keeping an earlier error)."""
+    db.session.execute(
+        update(DeliveryItem)
+        .where(DeliveryItem.delivery_id == delivery_id, DeliveryItem.status.in_(OUTSTANDING))
+        .values(status="failed", error=func.coalesce(DeliveryItem.error, error))
+    )
+
+
+def _statuses(delivery_id: int) -> set[str]:
+    return set(
+        db.session.scalars(
+            select(DeliveryItem.status).where(DeliveryItem.delivery_id == delivery_id).distinct()
+        )
+    )
 
 
 def http() -> requests.Session:
@@ -195,7 +236,7 @@ class _Attempt:
         )
         self.retry: Verdict | None = None
 
-    def post(self, items: list[DeliveryItem]) -> Verdict:
+    def post(self, items: list[Item]) -> Verdict:
         body = client.body_of([item.conversion for item in items])
         answer = client.post(
             http(),
@@ -251,33 +292,28 @@ class _Attempt:
         )  # fmt: skip
         db.session.commit()
 
-    def run(self, items: list[DeliveryItem]) -> None:
+    def run(self, items: list[Item]) -> None:
         """Send items; a rejected batch is halved until the bad conversions are alone."""
         verdict = self.post(items)
         if verdict.kind == "delivered":
-            self._settle(items, "delivered", None)
+            _settle([i.id for i in items], "delivered", None)
             connections.mark(self.connection, healthy=True)
         elif verdict.kind == "invalid" and len(items) > 1:
             middle = len(items) // 2
             self.run(items[:middle])
             self.run(items[middle:])
         elif verdict.kind == "invalid":
-            self._settle(items, "rejected", verdict.message)
+            _settle([i.id for i in items], "rejected", verdict.message)
         elif verdict.kind == "retry":
             self.retry = verdict
         else:  # 401 / 403 / 404 and other refusals: nothing will change by retrying
-            self._settle(items, "failed", verdict.message)
+            _settle([i.id for i in items], "failed", verdict.message)
             connections.mark(self.connection, healthy=False, error=verdict.message)
         db.session.commit()
 
-    @staticmethod
-    def _settle(items: list[DeliveryItem], status: str, error: str | None) -> None:
-        for item in items:
-            item.status, item.error = status, error
-
 
 def _finish(delivery: Delivery, retry: Verdict | None) -> None:
-    outstanding = [i for i in delivery.items if i.status in OUTSTANDING]
+    outstanding = bool(_statuses(delivery.id) & set(OUTSTANDING))
     delays = current_app.config["XTAG_RETRY_DELAYS"]
     if outstanding and retry is not None and delivery.retries < len(delays):
         delay = delays[delivery.retries] * random.uniform(0.8, 1.2)
@@ -289,10 +325,9 @@ def _finish(delivery: Delivery, retry: Verdict | None) -> None:
         if delivery.attempt_log:
             delivery.attempt_log[-1].next_retry_at = delivery.next_retry_at
     else:
-        for item in outstanding:
-            item.status = "failed"
-            item.error = item.error or (retry.message if retry else "not delivered")
-        statuses = {item.status for item in delivery.items}
+        if outstanding:
+            _give_up(delivery.id, retry.message if retry else "not delivered")
+        statuses = _statuses(delivery.id)
         if statuses == {"delivered"}:
             delivery.status = "delivered"
         elif "delivered" in statuses:
@@ -323,8 +358,7 @@ def send(delivery_id: int) -> str:
         return delivery.status if delivery else "missing"
     connection = delivery.pixel.connection
     if connection is None:
-        for item in delivery.items:
-            item.status, item.error = "failed", "the pixel has no connection to X"
+        _give_up(delivery.id, "the pixel has no connection to X")
         delivery.last_error = "the pixel has no connection to X"
         _finish(delivery, None)
         return delivery.status
@@ -335,12 +369,11 @@ def send(delivery_id: int) -> str:
         return delivery.status
     if not _take(delivery):
         return delivery.status  # another worker is sending it, or already did
-    outstanding = [i for i in delivery.items if i.status in OUTSTANDING]
+    outstanding = _outstanding(delivery.id)
     try:
         attempt = _Attempt(delivery, connection)
     except connections.RefreshFailed as exc:
-        for item in outstanding:
-            item.status, item.error = "failed", str(exc)
+        _give_up(delivery.id, str(exc))
         connections.mark(connection, healthy=False, error=str(exc))
         delivery.last_error = str(exc)
         _finish(delivery, None)

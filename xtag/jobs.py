@@ -92,7 +92,10 @@ def record(entries: list[inbox.Entry]) -> set[int]:
         )
         results.append(result)
     ids = db.session.scalars(
-        insert(ReceivedEvent).returning(ReceivedEvent.id, sort_by_parameter_order=True), rows
+        insert(ReceivedEvent.__table__).returning(
+            ReceivedEvent.__table__.c.id, sort_by_parameter_order=True
+        ),
+        rows,
     ).all()
     buffered_at = utcnow()
     items = [
@@ -109,7 +112,7 @@ def record(entries: list[inbox.Entry]) -> set[int]:
         for rule, conversion in result.conversions
     ]
     if items:
-        db.session.execute(insert(DeliveryItem), items)
+        db.session.execute(insert(DeliveryItem.__table__), items)  # Core: no ORM bulk overhead
     for site_id, moment in last_seen.items():
         db.session.execute(
             update(Site)
