@@ -508,3 +508,16 @@ def test_an_entry_that_cannot_be_recorded_is_set_aside_and_intake_goes_on(client
     [dead] = queue.redis_client().xrange(inbox.DEAD)
     assert dead[1][b"reason"] == b"KeyError"
     assert inbox.depth(queue.redis_client()) == 0
+
+
+def test_integers_beyond_64_bits_are_kept_and_nan_is_refused(client, site, work):
+    headers = basic(site.write_key)
+    nan = b'{"event": "Odd", "anonymousId": "a", "properties": {"odd": NaN}}'
+    r = client.post("/v1/track", data=nan, content_type="application/json", headers=headers)
+    assert (r.status_code, r.json["error"]) == (400, "body is not valid JSON")
+    body = b'{"event": "Big", "anonymousId": "a", "properties": {"big": 1180591620717411303424}}'
+    r = client.post("/v1/track", data=body, content_type="application/json", headers=headers)
+    assert r.status_code == 200
+    work()
+    [event] = events()
+    assert event.message["properties"]["big"] == 2**70

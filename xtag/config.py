@@ -14,6 +14,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+from xtag import fastjson
+
 
 class ConfigError(RuntimeError):
     """Start-up configuration that cannot work; the message says what to set."""
@@ -111,7 +113,11 @@ def from_env(environ, instance_path: str) -> dict:
 
     return {
         "SQLALCHEMY_DATABASE_URI": database_url or f"sqlite:///{instance / 'xtag.db'}",
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_pre_ping": True,
+            "json_serializer": fastjson.dumps,
+            "json_deserializer": fastjson.loads,
+        },
         "REDIS_URL": redis_url or None,
         "SECRET_KEY": secret_key,
         "XTAG_ENCRYPTION_KEYS": _fernet_keys(keys),

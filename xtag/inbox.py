@@ -12,10 +12,11 @@ XTAG_INBOX_CLAIM_MS.
 
 from __future__ import annotations
 
-import json
 from typing import NamedTuple
 
 import redis
+
+from xtag import fastjson
 
 STREAM = "xtag:inbox"
 DEAD = "xtag:inbox:dead"
@@ -29,7 +30,7 @@ class Entry(NamedTuple):
 
 def add(client: redis.Redis, events: list[dict]) -> str:
     """Append one request's events; a single XADD, so it is all or nothing."""
-    entry_id = client.xadd(STREAM, {"events": json.dumps(events, separators=(",", ":"))})
+    entry_id = client.xadd(STREAM, {"events": fastjson.dumps(events)})
     return entry_id.decode()
 
 
@@ -43,7 +44,7 @@ def ensure_group(client: redis.Redis) -> None:
 
 def _entries(raw) -> list[Entry]:
     return [
-        Entry(entry_id.decode(), json.loads(fields[b"events"]))
+        Entry(entry_id.decode(), fastjson.loads(fields[b"events"]))
         for entry_id, fields in raw
         if fields
     ]
@@ -82,7 +83,7 @@ def done(client: redis.Redis, entry_ids: list[str]) -> None:
 
 def set_aside(client: redis.Redis, entry: Entry, reason: str) -> None:
     """Keep an entry that cannot be recorded, for an operator to look at."""
-    client.xadd(DEAD, {"entry": entry.id, "reason": reason, "events": json.dumps(entry.events)})
+    client.xadd(DEAD, {"entry": entry.id, "reason": reason, "events": fastjson.dumps(entry.events)})
 
 
 def depth(client: redis.Redis) -> int:

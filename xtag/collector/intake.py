@@ -53,6 +53,10 @@ class RequestFacts:
     received_at: datetime
 
 
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
 def decode_body(raw: bytes, content_encoding: str | None) -> tuple[dict, int]:
     """The JSON object in the body, gunzipped if need be, within BATCH_LIMIT,
     and its size in bytes."""
@@ -70,7 +74,7 @@ def decode_body(raw: bytes, content_encoding: str | None) -> tuple[dict, int]:
     if not raw.strip():
         raise Rejected("body is empty; send a JSON object")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise Rejected("body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
 import requests
 
+from xtag import fastjson
 from xtag.x_api.responses import BODY_KEPT
 
 TIMEOUT = (5, 30)  # connect, read
@@ -28,7 +28,7 @@ def conversions_url(base: str, version: str, pixel_id: str) -> str:
 
 def body_of(conversions: list[dict]) -> str:
     """The request body X takes; also what the delivery log keeps."""
-    return json.dumps({"conversions": conversions}, separators=(",", ":"))
+    return fastjson.dumps({"conversions": conversions})
 
 
 def post(
