@@ -472,3 +472,45 @@ def test_openapi_document_describes_every_route(client, app):
         assert route in doc["paths"]
     assert doc["components"]["schemas"]["SiteInput"]["required"] == ["name"]
     assert "write_key" not in doc["components"]["schemas"]["SiteInput"]["properties"]
+
+
+def test_admins_manage_users_and_passwords_stay_write_only(client, admin, marketer):
+    assert client.get("/api/v1/users", headers=marketer).status_code == 403
+    body = {"email": "New@Example.com", "role": "marketer", "password": "a long password"}
+    user = make(client, admin, "users", body)
+    assert user == {
+        "id": user["id"],
+        "email": "new@example.com",
+        "role": "marketer",
+        "active": True,
+        "last_login_at": None,
+    }
+    assert client.post("/api/v1/users", json=body, headers=admin).status_code == 409
+    short = client.post(
+        "/api/v1/users", json={**body, "email": "b@example.com", "password": "short"}, headers=admin
+    )
+    assert short.status_code == 400 and short.json["error"]["field"] == "password"
+    r = client.patch(
+        f"/api/v1/users/{user['id']}", json={"role": "admin", "active": False}, headers=admin
+    )
+    assert (r.json["role"], r.json["active"]) == ("admin", False)
+    client.patch(
+        f"/api/v1/users/{user['id']}", json={"password": "another long one"}, headers=admin
+    )
+    entries = client.get("/api/v1/audit", headers=admin).json["items"]
+    assert entries[0]["changes"] == {"password_hash": "changed"}
+    assert "long" not in json.dumps(entries)
+    assert client.delete(f"/api/v1/users/{user['id']}", headers=admin).status_code == 204
+
+
+def test_every_api_route_wants_a_token(app, client):
+    routes = [
+        (rule.rule.replace("<int:row_id>", "1"), method)
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/v1/") and rule.rule != "/api/v1/openapi.json"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    ]
+    assert len(routes) >= 30
+    for path, method in routes:
+        r = client.open(path, method=method, json={})
+        assert r.status_code == 401, (method, path, r.status_code)

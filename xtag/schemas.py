@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xtag.mapping import OVERRIDABLE
-from xtag.models import AUTH_TYPES
+from xtag.models import AUTH_TYPES, ROLES
 from xtag.schema import Field, Schema
 
 SITE = Schema(
@@ -131,5 +131,24 @@ PREVIEW = Schema(
     (
         Field("site_id", "integer", "the site whose mappings apply", required=True),
         Field("message", "object", "a Segment message, as a site would send it", required=True),
+    ),
+)
+
+USER = Schema(
+    "User",
+    (
+        Field(
+            "email", "string", "the login", required=True, max_length=254, example="ann@example.com"
+        ),
+        Field("role", "string", "marketer or admin", required=True, enum=ROLES),
+        Field("active", "boolean", "inactive users cannot log in or use their tokens"),
+        Field(
+            "password",
+            "string",
+            "at least 8 characters; write-only",
+            required=True,
+            write_only=True,
+        ),
+        Field("last_login_at", "string", "last admin login", read_only=True, nullable=True),
     ),
 )

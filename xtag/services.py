@@ -83,6 +83,16 @@ def mapping_dict(mapping: Mapping) -> dict:
     }
 
 
+def user_dict(user: User) -> dict:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "role": user.role,
+        "active": user.active,
+        "last_login_at": iso(user.last_login_at),
+    }
+
+
 # --- preparing values -----------------------------------------------------------------
 
 
@@ -138,6 +148,25 @@ def _mapping_values(data: dict, row: Mapping | None) -> dict:
     return values
 
 
+def _user_values(data: dict, row: User | None) -> dict:
+    values = dict(data)
+    if "email" in values:
+        values["email"] = values["email"].strip().lower()
+        if "@" not in values["email"]:
+            raise Invalid("email must be an email address", "email")
+        clash = db.session.scalar(select(User.id).where(User.email == values["email"]))
+        if clash and (row is None or clash != row.id):
+            raise Invalid(f"a user with email {values['email']} exists", "email", 409, "conflict")
+    if "password" in values:
+        password = values.pop("password")
+        if len(password) < 8:
+            raise Invalid("password must be at least 8 characters", "password")
+        probe = User()
+        probe.set_password(password)
+        values["password_hash"] = probe.password_hash
+    return values
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of configuration object the API and the admin manage."""
@@ -161,6 +190,7 @@ CONNECTIONS = Kind(
 )
 PIXELS = Kind("pixel", Pixel, schemas.PIXEL, pixel_dict, _pixel_values)
 MAPPINGS = Kind("mapping", Mapping, schemas.MAPPING, mapping_dict, _mapping_values)
+USERS = Kind("user", User, schemas.USER, user_dict, _user_values, ("password_hash",))
 
 
 # --- changing ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from xtag.api import bp, openapi
 from xtag.api.auth import requires
 from xtag.collector.intake import Rejected, RequestFacts, SiteRules, prepare, validate
 from xtag.extensions import db
-from xtag.models import AuditEntry, Delivery, Mapping, Pixel, ReceivedEvent, Site
+from xtag.models import AuditEntry, Delivery, Mapping, Pixel, ReceivedEvent, Site, User
 from xtag.schema import BIG_ID_MAX, ID_MAX, Invalid
 from xtag.schemas import PREVIEW
 
@@ -26,11 +26,13 @@ class Resource:
     kind: services.Kind
     write_role: str
     filters: dict[str, tuple[object, type]]
+    read_role: str = "marketer"
 
 
 RESOURCES = (
     Resource("sites", services.SITES, "marketer", {"name": (Site.name, str)}),
     Resource("connections", services.CONNECTIONS, "admin", {}),
+    Resource("users", services.USERS, "admin", {"role": (User.role, str)}, read_role="admin"),
     Resource("pixels", services.PIXELS, "marketer", {"connection_id": (Pixel.connection_id, int)}),
     Resource(
         "mappings",
@@ -110,7 +112,7 @@ def _json_body():
 def _register(resource: Resource) -> None:
     kind, model = resource.kind, resource.kind.model
 
-    @requires("marketer")
+    @requires(resource.read_role)
     def listing():
         query = select(model)
         for name, (column, cast) in resource.filters.items():
@@ -124,7 +126,7 @@ def _register(resource: Resource) -> None:
         row = services.create(kind, g.api_user, _json_body())
         return jsonify(kind.serialize(row)), 201
 
-    @requires("marketer")
+    @requires(resource.read_role)
     def read(row_id: int):
         return jsonify(kind.serialize(_row(kind, row_id)))
 
