@@ -1,0 +1,121 @@
+"""Admin pages for sites, events and deliveries: forms, CSRF, roles, headers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from tests import factories
+from tests.test_delivery import basic, order, setup_shop
+from xtag.extensions import db
+from xtag.models import Delivery, Site
+
+
+def login(client, role="marketer"):
+    factories.user(f"{role}@example.com", role=role, password="correct horse")
+    r = client.post("/login", data={"email": f"{role}@example.com", "password": "correct horse"})
+    assert r.status_code == 302
+
+
+def csrf(client, path):
+    return re.search(
+        r'name="csrf_token"[^>]*value="([^"]+)"', client.get(path).get_data(as_text=True)
+    ).group(1)
+
+
+@pytest.mark.parametrize("path", ["/", "/sites", "/events", "/deliveries"])
+def test_pages_need_login_and_render_with_strict_headers(client, ctx, path):
+    assert client.get(path).status_code == 302
+    login(client)
+    r = client.get(path)
+    assert r.status_code == 200
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+    assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Referrer-Policy"] == "same-origin"
+    assert "<script>" not in r.get_data(as_text=True)
+
+
+def test_add_a_site_see_its_snippet_and_edit_it(client, ctx):
+    login(client)
+    r = client.post(
+        "/sites",
+        data={
+            "name": "Shop",
+            "allowed_origins": "https://shop.example\n",
+            "default_phone_region": "us",
+        },
+    )
+    assert r.status_code == 302
+    site = db.session.scalar(select(Site))
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert site.write_key in page and "http://localhost/static/xtag.js" not in page
+    assert '"http://localhost","' + site.write_key + '"' in page.replace("&#34;", '"')
+    assert "never: install the snippet" in page
+    r = client.post(f"/sites/{site.id}", data={"name": "Shop 2", "allowed_origins": "shop.example"})
+    assert r.status_code == 200 and "not an origin" in r.get_data(as_text=True)
+    r = client.post(f"/sites/{site.id}", data={"name": "Shop 2", "default_phone_region": "GB"})
+    assert r.status_code == 302
+    db.session.expire_all()
+    assert (site.name, site.default_phone_region, site.allowed_origins) == ("Shop 2", "GB", [])
+
+
+def test_site_form_without_csrf_token_is_rejected(app, client, ctx):
+    login(client)
+    app.config["WTF_CSRF_ENABLED"] = True
+    r = client.post("/sites", data={"name": "Shop"})
+    assert r.status_code == 400 and db.session.scalar(select(Site)) is None
+    token = csrf(client, "/sites")
+    assert client.post("/sites", data={"name": "Shop", "csrf_token": token}).status_code == 302
+
+
+def test_debugger_and_delivery_log_show_the_flow_and_admins_retry(
+    x_app, client, ctx, fake_x, deliver
+):
+    site = setup_shop(fake_x)
+    fake_x.fail_next(404)
+    client.post("/v1/track", json=order(1), headers=basic(site.write_key))
+    deliver()
+    login(client, "admin")
+    events = client.get(f"/events?site_id={site.id}&event_name=Order+Completed").get_data(
+        as_text=True
+    )
+    assert "Order Completed" in events and "forwarded" in events and "o8z6j" in events
+    log = client.get("/deliveries?status=failed&pixel=o8z6j").get_data(as_text=True)
+    delivery = db.session.scalar(select(Delivery))
+    assert f"/deliveries/{delivery.id}" in log and "failed" in log
+    detail = client.get(f"/deliveries/{delivery.id}").get_data(as_text=True)
+    assert (
+        "Retry now" in detail
+        and "HTTP 404" in detail
+        and "hashed" not in detail.split("Conversions")[1]
+    )
+    r = client.post(f"/deliveries/{delivery.id}/retry")
+    assert r.status_code == 302
+    deliver()
+    db.session.expire_all()
+    assert delivery.status == "delivered"
+
+
+def test_marketers_cannot_retry_and_csrf_guards_the_button(
+    app, x_app, client, ctx, fake_x, deliver
+):
+    site = setup_shop(fake_x)
+    fake_x.fail_next(404)
+    client.post("/v1/track", json=order(1), headers=basic(site.write_key))
+    deliver()
+    delivery_id = db.session.scalar(select(Delivery.id))
+    login(client, "marketer")
+    assert "Retry now" not in client.get(f"/deliveries/{delivery_id}").get_data(as_text=True)
+    assert client.post(f"/deliveries/{delivery_id}/retry").status_code == 403
+    client.post("/logout")
+    login(client, "admin")
+    app.config["WTF_CSRF_ENABLED"] = True
+    assert client.post(f"/deliveries/{delivery_id}/retry").status_code == 400
+    assert (
+        client.post(
+            f"/deliveries/{delivery_id}/retry",
+            data={"csrf_token": csrf(client, f"/deliveries/{delivery_id}")},
+        ).status_code
+        == 302
+    )

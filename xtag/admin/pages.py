@@ -1,0 +1,169 @@
+"""Admin pages for sites, the event debugger and the delivery log. Changes go
+through xtag.services, exactly as the management API's do."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import BooleanField, StringField, TextAreaField
+from wtforms.validators import Optional
+
+from xtag import delivery, services
+from xtag.admin import bp
+from xtag.extensions import db
+from xtag.models import Delivery, Pixel, ReceivedEvent, Site
+from xtag.schema import Invalid
+
+PAGE = 50
+
+
+class SiteForm(FlaskForm):
+    name = StringField("Name")
+    allowed_origins = TextAreaField(
+        "Allowed origins (one per line; empty allows all)", validators=[Optional()]
+    )
+    default_phone_region = StringField("Default phone region (e.g. US)", validators=[Optional()])
+    require_consent = BooleanField("Forward only events with advertising consent")
+
+    def data_for_service(self) -> dict:
+        return {
+            "name": self.name.data or "",
+            "allowed_origins": [
+                o.strip() for o in (self.allowed_origins.data or "").splitlines() if o.strip()
+            ],
+            "default_phone_region": (self.default_phone_region.data or "").strip() or None,
+            "require_consent": bool(self.require_consent.data),
+        }
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something: it carries the CSRF token only."""
+
+
+def admin_only(view):
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+@functools.cache
+def _snippet_template() -> str:
+    source = Path(current_app.static_folder, "xtag.js").read_text()
+    return re.search(r"<script>.*?</script>", source, re.S).group(0)
+
+
+def snippet(site: Site) -> str:
+    """The install snippet with this server's URL and the site's write key."""
+    base = request.host_url.rstrip("/")
+    return (
+        _snippet_template()
+        .replace("https://collect.example.com", base)
+        .replace("WRITE_KEY", site.write_key)
+    )
+
+
+def _save(form: SiteForm, site: Site | None):
+    try:
+        if site is None:
+            site = services.create(services.SITES, current_user, form.data_for_service())
+        else:
+            site = services.update(services.SITES, current_user, site, form.data_for_service())
+    except Invalid as exc:
+        field = getattr(form, exc.field or "", None)
+        if field is not None:
+            field.errors = [*field.errors, exc.message]
+        else:
+            flash(exc.message, "error")
+        return None
+    flash(f"Saved {site.name}.", "ok")
+    return redirect(url_for("admin.site", site_id=site.id))
+
+
+@bp.route("/sites", methods=["GET", "POST"])
+@login_required
+def sites():
+    form = SiteForm()
+    if form.validate_on_submit() and (done := _save(form, None)):
+        return done
+    rows = db.session.scalars(select(Site).order_by(Site.name)).all()
+    return render_template("admin/sites.html", sites=rows, form=form)
+
+
+@bp.route("/sites/<int:site_id>", methods=["GET", "POST"])
+@login_required
+def site(site_id: int):
+    row = db.session.get(Site, site_id) or abort(404)
+    form = SiteForm(obj=None if request.method == "POST" else row)
+    if request.method == "GET":
+        form.allowed_origins.data = "\n".join(row.allowed_origins or [])
+    if form.validate_on_submit() and (done := _save(form, row)):
+        return done
+    return render_template("admin/site.html", site=row, form=form, snippet=snippet(row))
+
+
+@bp.route("/events")
+@login_required
+def events():
+    query = select(ReceivedEvent).order_by(ReceivedEvent.id.desc()).limit(PAGE)
+    site_id = request.args.get("site_id", type=int)
+    name = request.args.get("event_name", "").strip()
+    if site_id:
+        query = query.where(ReceivedEvent.site_id == site_id)
+    if name:
+        query = query.where(ReceivedEvent.event_name == name)
+    rows = db.session.scalars(query).all()
+    all_sites = db.session.scalars(select(Site).order_by(Site.name)).all()
+    return render_template(
+        "admin/events.html", events=rows, sites=all_sites, site_id=site_id, event_name=name
+    )
+
+
+@bp.route("/deliveries")
+@login_required
+def deliveries():
+    query = select(Delivery).order_by(Delivery.id.desc()).limit(PAGE)
+    status = request.args.get("status", "").strip()
+    pixel = request.args.get("pixel", "").strip().lower()
+    if status:
+        query = query.where(Delivery.status == status)
+    if pixel:
+        query = query.join(Pixel, Delivery.pixel_key == Pixel.id).where(Pixel.pixel_id == pixel)
+    rows = db.session.scalars(query).all()
+    return render_template("admin/deliveries.html", deliveries=rows, status=status, pixel=pixel)
+
+
+@bp.route("/deliveries/<int:delivery_id>")
+@login_required
+def delivery_detail(delivery_id: int):
+    row = db.session.get(Delivery, delivery_id) or abort(404)
+    return render_template("admin/delivery.html", delivery=row, form=ActionForm())
+
+
+@bp.route("/deliveries/<int:delivery_id>/retry", methods=["POST"])
+@login_required
+@admin_only
+def delivery_retry(delivery_id: int):
+    row = db.session.get(Delivery, delivery_id) or abort(404)
+    form = ActionForm()
+    if not form.validate_on_submit():
+        abort(400)
+    if delivery.retry_by_hand(row.id):
+        services.audit(current_user, "retry", "delivery", row.id, {})
+        db.session.commit()
+        flash(f"Delivery {row.id} is queued again.", "ok")
+    else:
+        flash(
+            f"Delivery {row.id} is {row.status}: only failed or partial deliveries can be retried.",
+            "error",
+        )
+    return redirect(url_for("admin.delivery_detail", delivery_id=row.id))
