@@ -119,3 +119,59 @@ def test_marketers_cannot_retry_and_csrf_guards_the_button(
         ).status_code
         == 302
     )
+
+
+def test_pixels_mappings_toggle_delete_and_preview(client, ctx, fake_x):
+    from xtag.models import Mapping, Pixel
+
+    site = factories.site()
+    factories.connection()
+    login(client)
+    page = f"/sites/{site.id}/mappings"
+    assert "No mappings yet" in client.get(page).get_data(as_text=True)
+    r = client.post(
+        page,
+        data={"action": "pixel", "p-pixel_id": "o8z6j", "p-name": "Main", "p-connection_id": "1"},
+    )
+    assert r.status_code == 302
+    pixel_id = db.session.scalar(select(Pixel.id))
+    bad = client.post(
+        page,
+        data={
+            "action": "mapping",
+            "m-event_name": "Order Completed",
+            "m-pixel": str(pixel_id),
+            "m-x_event_id": "tw-zzz-abc",
+        },
+    )
+    assert "belongs to pixel zzz" in bad.get_data(as_text=True)
+    r = client.post(
+        page,
+        data={
+            "action": "mapping",
+            "m-event_name": "Order Completed",
+            "m-pixel": str(pixel_id),
+            "m-x_event_id": "o87ne",
+            "m-fields": "value=properties.total",
+        },
+    )
+    assert r.status_code == 302
+    mapping = db.session.scalar(select(Mapping))
+    assert mapping.fields == {"value": "properties.total"}
+    message = (
+        '{"event": "Order Completed", "anonymousId": "a", "properties": {"total": 12},'
+        ' "context": {"twclid": "tw-1"}}'
+    )
+    shown = client.post(page, data={"action": "preview", "v-message": message}).get_data(
+        as_text=True
+    )
+    assert "Outcome: forwarded" in shown and "&#34;value&#34;: &#34;12.00&#34;" in shown
+    shown = client.post(page, data={"action": "preview", "v-message": "{nope"}).get_data(
+        as_text=True
+    )
+    assert "not valid JSON" in shown
+    client.post(f"/mappings/{mapping.id}/toggle")
+    db.session.expire_all()
+    assert mapping.enabled is False
+    client.post(f"/mappings/{mapping.id}/delete")
+    assert db.session.scalar(select(Mapping)) is None

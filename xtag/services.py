@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from xtag import schemas, validation
+from xtag import jobs, schemas, validation
 from xtag.collector import sites as site_cache
+from xtag.collector.intake import Rejected, RequestFacts, SiteRules, prepare, validate
 from xtag.extensions import db
 from xtag.models import AuditEntry, Connection, Mapping, Pixel, Site, User, utcnow
 from xtag.schema import Invalid, Schema
@@ -264,3 +265,28 @@ def delete(kind: Kind, actor: User | None, row: Any) -> None:
     audit(actor, "delete", kind.name, row.id, {})
     db.session.delete(row)
     _commit(kind)
+
+
+def preview(site: Site, message: Any) -> dict:
+    """What a message would become for this site: the exact conversions per
+    pixel, or why it would be dropped. The collector's and the worker's own
+    code, without Redis, the database writes or X."""
+    if not isinstance(message, dict):
+        raise Invalid("message must be a JSON object", "message")
+    rules = SiteRules(
+        site.id, tuple(site.allowed_origins or ()), site.default_phone_region, site.require_consent
+    )
+    try:
+        kind = validate(message, "message.", "track" if "type" not in message else "batch")
+    except Rejected as exc:
+        raise Invalid(str(exc), "message") from None
+    event = prepare(message, kind, rules, RequestFacts(None, None, None, False, utcnow()))
+    name = event["message"]["event"]
+    outcome, reason, result = jobs.outcome(
+        event, False, jobs.rules_for({site.id}).get((site.id, name), [])
+    )
+    conversions = [
+        {"pixel": rule.pixel_key, "pixel_id": rule.pixel_id, "conversion": conversion}
+        for rule, conversion in (result.conversions if result else [])
+    ]
+    return {"event_name": name, "outcome": outcome, "reason": reason, "conversions": conversions}

@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 from flask import g, jsonify, request
 from sqlalchemy import func, select
 
-from xtag import delivery, jobs, services
+from xtag import delivery, services
 from xtag.api import bp, openapi
 from xtag.api.auth import requires
-from xtag.collector.intake import Rejected, RequestFacts, SiteRules, prepare, validate
 from xtag.extensions import db
 from xtag.models import AuditEntry, Delivery, Mapping, Pixel, ReceivedEvent, Site, User
 from xtag.schema import BIG_ID_MAX, ID_MAX, Invalid
@@ -158,25 +157,7 @@ def preview():
     """The conversions a message would produce, built by the worker's own code; sends nothing."""
     data = PREVIEW.clean(_json_body())
     site = _row(services.SITES, data["site_id"])
-    rules = SiteRules(
-        site.id, tuple(site.allowed_origins or ()), site.default_phone_region, site.require_consent
-    )
-    message = data["message"]
-    try:
-        kind = validate(message, "message.", "track" if "type" not in message else "batch")
-    except Rejected as exc:
-        raise Invalid(str(exc), "message") from None
-    facts = RequestFacts(None, None, None, False, datetime.now(UTC))
-    event = prepare(message, kind, rules, facts)
-    name = event["message"]["event"]
-    outcome, reason, result = jobs.outcome(
-        event, False, jobs.rules_for({site.id}).get((site.id, name), [])
-    )
-    conversions = [
-        {"pixel": rule.pixel_key, "pixel_id": rule.pixel_id, "conversion": conversion}
-        for rule, conversion in (result.conversions if result else [])
-    ]
-    return jsonify(event_name=name, outcome=outcome, reason=reason, conversions=conversions)
+    return jsonify(services.preview(site, data["message"]))
 
 
 def delivery_dict(row: Delivery, detail: bool = False) -> dict:
