@@ -175,3 +175,22 @@ def test_pixels_mappings_toggle_delete_and_preview(client, ctx, fake_x):
     assert mapping.enabled is False
     client.post(f"/mappings/{mapping.id}/delete")
     assert db.session.scalar(select(Mapping)) is None
+
+
+def test_connections_page_is_admin_only_and_never_shows_a_secret(client, ctx):
+    from tests import pii
+
+    login(client, "marketer")
+    assert client.get("/connections").status_code == 403
+    client.post("/logout")
+    login(client, "admin")
+    incomplete = client.post(
+        "/connections", data={"name": "X", "auth_type": "oauth1", "consumer_key": "ck"}
+    )
+    assert "oauth1 credentials need consumer_secret" in incomplete.get_data(as_text=True)
+    r = client.post(
+        "/connections", data={"name": "X", "auth_type": "pixel_token", "token": pii.SECRETS[0]}
+    )
+    assert r.status_code == 302
+    page = client.get("/connections").get_data(as_text=True)
+    assert "****" + pii.SECRETS[0][-4:] in page and pii.SECRETS[0] not in page

@@ -13,6 +13,7 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import BooleanField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
 
 from xtag import delivery, services
@@ -20,6 +21,7 @@ from xtag.admin import bp
 from xtag.extensions import db
 from xtag.models import Connection, Delivery, Mapping, Pixel, ReceivedEvent, Site
 from xtag.schema import Invalid
+from xtag.x_api import auth
 
 PAGE = 50
 
@@ -238,9 +240,9 @@ def mappings(site_id: int):
         PixelForm(prefix="p"),
         PreviewForm(prefix="v"),
     )
-    form.pixel.choices = [(p.id, f"{p.pixel_id} {p.name}") for p in pixels]
+    form.pixel.choices = [SelectChoice(p.id, f"{p.pixel_id} {p.name}") for p in pixels]
     connections = db.session.scalars(select(Connection).order_by(Connection.name)).all()
-    pixel_form.connection_id.choices = [(c.id, c.name) for c in connections]
+    pixel_form.connection_id.choices = [SelectChoice(c.id, c.name) for c in connections]
     result = None
     action = request.form.get("action")
     if request.method == "POST" and not FlaskForm().validate():
@@ -304,3 +306,55 @@ def mapping_change(mapping_id: int, change: str):
     else:
         services.delete(services.MAPPINGS, current_user, row)
     return redirect(url_for("admin.mappings", site_id=site_id))
+
+
+class ConnectionForm(FlaskForm):
+    name = StringField("Name")
+    auth_type = SelectField(
+        "Authentication",
+        choices=[
+            SelectChoice("pixel_token", "Pixel token"),
+            SelectChoice("oauth1", "OAuth 1.0a tokens"),
+            SelectChoice("oauth2", "OAuth 2.0 tokens"),
+        ],
+    )
+    token = StringField("Pixel token", validators=[Optional()])
+    consumer_key = StringField("Consumer key (API key)", validators=[Optional()])
+    consumer_secret = StringField("Consumer secret", validators=[Optional()])
+    access_token = StringField("Access token", validators=[Optional()])
+    access_token_secret = StringField("Access token secret", validators=[Optional()])
+    client_id = StringField("OAuth 2.0 client id", validators=[Optional()])
+    client_secret = StringField("OAuth 2.0 client secret", validators=[Optional()])
+    refresh_token = StringField("OAuth 2.0 refresh token", validators=[Optional()])
+
+    def data_for_service(self) -> dict:
+        names = auth.REQUIRED[self.auth_type.data] + (
+            ("client_secret",) if self.auth_type.data == "oauth2" else ()
+        )
+        credentials = {
+            n: getattr(self, n).data.strip() for n in names if (getattr(self, n).data or "").strip()
+        }
+        return {
+            "name": self.name.data or "",
+            "auth_type": self.auth_type.data,
+            "credentials": credentials,
+        }
+
+
+@bp.route("/connections", methods=["GET", "POST"])
+@login_required
+@admin_only
+def connections():
+    form = ConnectionForm()
+    if form.validate_on_submit():
+        try:
+            services.create(services.CONNECTIONS, current_user, form.data_for_service())
+        except Invalid as exc:
+            _errors_into(form, exc)
+        else:
+            flash("Connection added. Its secrets are stored encrypted and never shown again.", "ok")
+            return redirect(url_for("admin.connections"))
+    rows = db.session.scalars(select(Connection).order_by(Connection.name)).all()
+    return render_template(
+        "admin/connections.html", connections=[services.connection_dict(r) for r in rows], form=form
+    )
