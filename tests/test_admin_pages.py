@@ -125,13 +125,18 @@ def test_pixels_mappings_toggle_delete_and_preview(client, ctx, fake_x):
     from xtag.models import Mapping, Pixel
 
     site = factories.site()
-    factories.connection()
+    connection = factories.connection()
     login(client)
     page = f"/sites/{site.id}/mappings"
     assert "No mappings yet" in client.get(page).get_data(as_text=True)
     r = client.post(
         page,
-        data={"action": "pixel", "p-pixel_id": "o8z6j", "p-name": "Main", "p-connection_id": "1"},
+        data={
+            "action": "pixel",
+            "p-pixel_id": "o8z6j",
+            "p-name": "Main",
+            "p-connection_id": str(connection.id),
+        },
     )
     assert r.status_code == 302
     pixel_id = db.session.scalar(select(Pixel.id))
