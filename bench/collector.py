@@ -603,18 +603,24 @@ def main(argv: list[str] | None = None) -> int:
         if not (BIN / tool).exists():
             print(f"{BIN / tool} is missing; run `make test` once to build .venv", file=sys.stderr)
             return 2
-    # Turn SIGTERM into SystemExit so the servers started here are stopped on the way out.
+    return run_in_workdir(bench, args, "xtag-bench-")
+
+
+def run_in_workdir(run, args: argparse.Namespace, prefix: str) -> int:
+    """Run a bench in a temporary directory; everything it started is stopped
+    on the way out (errors, Ctrl-C, SIGTERM), and the directory removed
+    unless --keep or the bench could not run."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    work = Path(tempfile.mkdtemp(prefix="xtag-bench-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         with contextlib.ExitStack() as stack:
-            return bench(args, work, stack)
+            return run(args, work, stack)
     except BenchError as exc:
         print(f"bench could not run: {exc}\n(logs kept in {work})", file=sys.stderr)
         args.keep = True
         return 2
     except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
+        print("interrupted; processes stopped", file=sys.stderr)
         return 130
     finally:
         if args.keep:

@@ -55,13 +55,11 @@ import math
 import os
 import platform
 import resource
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -87,6 +85,7 @@ from bench.collector import (  # noqa: E402
     machine_busy,
     post,
     prepare_database,
+    run_in_workdir,
     start_redis,
     start_server,
     tree_ticks,
@@ -597,24 +596,7 @@ def bench(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Turn SIGTERM into SystemExit so the processes started here are stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    work = Path(tempfile.mkdtemp(prefix="xtag-bench-delivery-"))
-    try:
-        with contextlib.ExitStack() as stack:
-            return bench(args, work, stack)
-    except BenchError as exc:
-        print(f"bench could not run: {exc}\n(logs kept in {work})", file=sys.stderr)
-        args.keep = True
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"  kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return run_in_workdir(bench, args, "xtag-bench-delivery-")
 
 
 if __name__ == "__main__":
