@@ -87,3 +87,19 @@ def test_dashboard_warns_when_no_worker_is_alive(app, client, ctx):
     worker.Intake(app, name="w1").heartbeat()
     page = client.get("/").get_data(as_text=True)
     assert "No worker is running" not in page and "Workers alive: 1" in page
+
+
+def test_ten_failures_lock_the_account_and_the_address_for_a_while(app, client, ctx):
+    from xtag import queue, throttle
+
+    factories.user("m@example.com", password="correct horse")
+    for _ in range(10):
+        r = client.post("/login", data={"email": "m@example.com", "password": "wrong"})
+        assert r.status_code == 200 and "Wrong email or password" in r.get_data(as_text=True)
+    locked = client.post("/login", data={"email": "m@example.com", "password": "correct horse"})
+    assert locked.status_code == 429 and "Too many failed attempts" in locked.get_data(as_text=True)
+    assert client.get("/").status_code == 302  # not logged in
+    other = client.post("/login", data={"email": "x@example.com", "password": "wrong"})
+    assert other.status_code == 429  # the same address is locked too
+    waits = throttle.locked_for(queue.redis_client(), "m@example.com", None)
+    assert 14 * 60 < waits <= 15 * 60

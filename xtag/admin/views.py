@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from xtag import queue, worker
+from xtag import queue, throttle, worker
 from xtag.admin import bp
 from xtag.extensions import db, login_manager
 from xtag.models import ReceivedEvent, Site, User, utcnow
@@ -42,12 +42,19 @@ def login():
         return redirect(url_for("admin.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = db.session.scalar(select(User).where(User.email == form.email.data.strip().lower()))
+        email, address = form.email.data.strip().lower(), request.remote_addr
+        wait = throttle.locked_for(queue.redis_client(), email, address)
+        if wait:
+            flash(f"Too many failed attempts. Try again in {wait // 60 + 1} minutes.", "error")
+            return render_template("admin/login.html", form=form), 429
+        user = db.session.scalar(select(User).where(User.email == email))
         if user is not None and user.active and user.check_password(form.password.data):
+            throttle.succeeded(queue.redis_client(), email)
             login_user(user)
             user.last_login_at = utcnow()
             db.session.commit()
             return redirect(safe_next(request.args.get("next")) or url_for("admin.index"))
+        throttle.failed(queue.redis_client(), email, address)
         flash("Wrong email or password.", "error")
     return render_template("admin/login.html", form=form)
 
