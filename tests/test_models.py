@@ -5,7 +5,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet
-from flask_migrate import Migrate
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -21,10 +20,6 @@ def test_migrations_have_one_head_and_match_the_models(app, ctx):
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
     assert diff == []
-
-
-def test_migrate_extension_is_bound(app):
-    assert isinstance(app.extensions["migrate"].migrate, Migrate)
 
 
 def test_passwords_are_hashed_with_scrypt(ctx):

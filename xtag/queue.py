@@ -9,9 +9,8 @@ from rq.serializers import JSONSerializer
 
 from xtag import embedded
 
-EVENTS = "xtag-events"
-DELIVERIES = "xtag-deliveries"
-QUEUES = (EVENTS, DELIVERIES)
+DELIVERIES = "xtag-deliveries"  # events arrive through the inbox stream, not RQ
+QUEUES = (DELIVERIES,)
 
 JOB_TIMEOUT = 300
 RESULT_TTL = 0
@@ -42,7 +41,7 @@ def redis_client(app: Flask | None = None) -> redis.Redis:
     return client
 
 
-def queue(name: str = EVENTS, connection: redis.Redis | None = None) -> Queue:
+def queue(name: str = DELIVERIES, connection: redis.Redis | None = None) -> Queue:
     """An xtag queue; jobs are JSON so what sits in Redis is readable plain data."""
     return Queue(
         name,

@@ -82,11 +82,7 @@ def _save(form: SiteForm, site: Site | None):
         else:
             site = services.update(services.SITES, current_user, site, form.data_for_service())
     except Invalid as exc:
-        field = getattr(form, exc.field or "", None)
-        if field is not None:
-            field.errors = [*field.errors, exc.message]
-        else:
-            flash(exc.message, "error")
+        _errors_into(form, exc)
         return None
     flash(f"Saved {site.name}.", "ok")
     return redirect(url_for("admin.site", site_id=site.id))

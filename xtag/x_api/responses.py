@@ -23,10 +23,6 @@ class Verdict:
     retry_at: float | None = None  # epoch seconds X asked us to wait until
     hold_until: float | None = None  # the connection's rate limit is spent until then
 
-    @property
-    def marks_unhealthy(self) -> bool:
-        return self.kind in ("unauthorized", "terminal")
-
 
 def _json(body: str) -> dict:
     try:
