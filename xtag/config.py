@@ -137,6 +137,8 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_X_TIMEOUT_SECONDS": _int(environ, "XTAG_X_TIMEOUT_SECONDS", 30, minimum=1),
         "XTAG_INBOX_CLAIM_MS": _int(environ, "XTAG_INBOX_CLAIM_MS", 60_000, minimum=1),
         "XTAG_STALE_SENDING_SECONDS": _int(environ, "XTAG_STALE_SENDING_SECONDS", 180, minimum=1),
+        "XTAG_SITE_RATE_LIMIT": _int(environ, "XTAG_SITE_RATE_LIMIT", 1000),
+        "XTAG_API_RATE_LIMIT": _int(environ, "XTAG_API_RATE_LIMIT", 600),
         "XTAG_EVENT_RETENTION_DAYS": _int(environ, "XTAG_EVENT_RETENTION_DAYS", 30, minimum=1),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

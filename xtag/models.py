@@ -129,6 +129,8 @@ class Site(db.Model):
     allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     default_phone_region: Mapped[str | None] = mapped_column(String(2))
     require_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # events per second the collector accepts for this site; None: XTAG_SITE_RATE_LIMIT
+    rate_limit: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

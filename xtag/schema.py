@@ -12,10 +12,16 @@ class Invalid(ValueError):
     """Bad input: the HTTP status, a machine code, the message and the field."""
 
     def __init__(
-        self, message: str, field: str | None = None, status: int = 400, code: str = "invalid"
+        self,
+        message: str,
+        field: str | None = None,
+        status: int = 400,
+        code: str = "invalid",
+        retry_after: int | None = None,
     ):
         super().__init__(message)
         self.message, self.field, self.status, self.code = message, field, status, code
+        self.retry_after = retry_after
 
 
 ID_MAX = 2**31 - 1  # what an INTEGER column holds on PostgreSQL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from xtag import validation
 from xtag.mapping import OVERRIDABLE
 from xtag.models import AUTH_TYPES, ROLES
 from xtag.schema import Field, Schema
@@ -27,6 +28,15 @@ SITE = Schema(
             example="US",
         ),
         Field("require_consent", "boolean", "forward only events that carry advertising consent"),
+        Field(
+            "rate_limit",
+            "integer",
+            "events per second the collector accepts for this site (429 beyond it); "
+            "null uses the server's XTAG_SITE_RATE_LIMIT",
+            nullable=True,
+            check=validation.rate_limit,
+            example=1000,
+        ),
         Field(
             "last_event_at",
             "string",

@@ -42,6 +42,7 @@ def site_dict(site: Site) -> dict:
         "allowed_origins": site.allowed_origins or [],
         "default_phone_region": site.default_phone_region,
         "require_consent": site.require_consent,
+        "rate_limit": site.rate_limit,
         "last_event_at": iso(site.last_event_at),
     }
 

@@ -45,6 +45,14 @@ def x_event_id(value: str, pixel: str | None = None) -> str:
     return cleaned
 
 
+def rate_limit(value: int) -> int:
+    if value < 1:
+        raise Invalid(
+            "rate_limit must be at least 1 event per second (null: the default)", "rate_limit"
+        )
+    return value
+
+
 def origins(values: list[str]) -> list[str]:
     cleaned = []
     for value in values:

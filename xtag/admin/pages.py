@@ -33,8 +33,12 @@ class SiteForm(FlaskForm):
     )
     default_phone_region = StringField("Default phone region (e.g. US)", validators=[Optional()])
     require_consent = BooleanField("Forward only events with advertising consent")
+    rate_limit = StringField(
+        "Rate limit (events per second; empty: the server's default)", validators=[Optional()]
+    )
 
     def data_for_service(self) -> dict:
+        limit = (self.rate_limit.data or "").strip()
         return {
             "name": self.name.data or "",
             "allowed_origins": [
@@ -42,6 +46,7 @@ class SiteForm(FlaskForm):
             ],
             "default_phone_region": (self.default_phone_region.data or "").strip() or None,
             "require_consent": bool(self.require_consent.data),
+            "rate_limit": int(limit) if limit.isdigit() else limit or None,
         }
 
 

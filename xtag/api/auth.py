@@ -5,13 +5,34 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import wraps
 
-from flask import g, request
+import redis
+from flask import current_app, g, request
 
+from xtag import queue, ratelimit
 from xtag.extensions import db
 from xtag.models import ApiToken, User, utcnow
 from xtag.schema import Invalid
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Wrong tokens an address may present per minute before it must wait: a
+# guessing flood costs one Redis round trip per request, not a database query.
+BAD_TOKENS_PER_MINUTE = 30
+
+
+def _wait(count: bool, scope: str, limit: int) -> int:
+    """Seconds to wait when `scope` is over its per-minute limit; limits fail
+    open when Redis is down (the API itself does not need Redis)."""
+    try:
+        client = queue.redis_client()
+        if count:
+            return ratelimit.hit(client, scope, limit, 60)
+        return ratelimit.over(client, scope, limit, 60)
+    except (redis.RedisError, OSError):
+        return 0
+
+
+def _too_many(message: str, wait: int) -> Invalid:
+    return Invalid(message, None, 429, "too_many_requests", retry_after=wait)
 
 
 def current_user() -> User:
@@ -19,11 +40,21 @@ def current_user() -> User:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Invalid("send a token as Authorization: Bearer <token>", None, 401, "unauthorized")
+    per_minute = current_app.config["XTAG_API_RATE_LIMIT"]  # 0: no limits
+    address = f"api-bad-token:{request.remote_addr}"
+    wait = per_minute and _wait(False, address, BAD_TOKENS_PER_MINUTE)
+    if wait:
+        raise _too_many("too many requests with a wrong token from this address; wait", wait)
     row = ApiToken.find(token.strip())
     if row is None:
+        if per_minute:
+            _wait(True, address, BAD_TOKENS_PER_MINUTE)
         raise Invalid(
             "this token is unknown, revoked, or its user inactive", None, 401, "unauthorized"
         )
+    wait = per_minute and _wait(True, f"api-token:{row.id}", per_minute)
+    if wait:
+        raise _too_many(f"this token may make {per_minute} requests a minute; wait", wait)
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         row.last_used_at = now

@@ -30,6 +30,9 @@ def _json(schema: dict) -> dict:
 
 
 def _errors(*codes: int) -> dict:
+    """Error answers; any authenticated operation may also be rate limited."""
+    if 401 in codes:
+        codes = (*codes, 429)
     return {str(code): {"description": "error", **_json(_ref("Error"))} for code in codes}
 
 
@@ -127,6 +130,7 @@ def _collector_paths() -> dict:
                 (403, "origin not allowed for the site"),
                 (413, "over 32 KB per message or 500 KB per request"),
                 (415, "unsupported Content-Encoding"),
+                (429, "the site's events-per-second limit is reached; see Retry-After"),
                 (503, "cannot queue now; see Retry-After"),
             )
         },

@@ -60,6 +60,8 @@ def invalid(error: Invalid):
         body["field"] = error.field
     response = jsonify(error=body)
     response.status_code = error.status
+    if error.retry_after:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 

@@ -40,6 +40,7 @@ class SiteRules:
     allowed_origins: tuple[str, ...]
     default_phone_region: str | None
     require_consent: bool
+    rate_limit: int | None = None  # events per second; None: the server's default
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,11 @@ def lookup(engine: Engine, write_key: str, ttl: float) -> SiteRules | None:
     if hit is not None and hit[0] > now:
         return hit[1]
     query = select(
-        Site.id, Site.allowed_origins, Site.default_phone_region, Site.require_consent
+        Site.id,
+        Site.allowed_origins,
+        Site.default_phone_region,
+        Site.require_consent,
+        Site.rate_limit,
     ).where(Site.write_key == write_key)
     with engine.connect() as connection:
         row = connection.execute(query).first()
@@ -31,6 +35,7 @@ def lookup(engine: Engine, write_key: str, ttl: float) -> SiteRules | None:
             allowed_origins=tuple(o.rstrip("/").lower() for o in row.allowed_origins or ()),
             default_phone_region=row.default_phone_region,
             require_consent=row.require_consent,
+            rate_limit=row.rate_limit,
         )
     if len(_cache) >= _CACHE_MAX:
         _cache.clear()

@@ -13,7 +13,7 @@ import redis
 from flask import Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
-from xtag import inbox, queue
+from xtag import inbox, queue, ratelimit
 from xtag.collector import bp, sites
 from xtag.collector.intake import (
     BATCH_LIMIT,
@@ -46,6 +46,12 @@ ROUTES = {
 def _error(message: str, status: int):
     response = jsonify(error=message)
     response.status_code = status
+    return response
+
+
+def _retry_later(message: str, status: int, seconds: int):
+    response = _error(message, status)
+    response.headers["Retry-After"] = str(seconds)
     return response
 
 
@@ -101,15 +107,26 @@ def _collect(route: str):
     small = size <= MESSAGE_LIMIT  # then no message in it can be over the limit
     checked = [(validate(m, path, route, small), m) for path, m in messages_of(body, route)]
     events = [prepare(m, kind, site, facts) for kind, m in checked]
+    limit = site.rate_limit or current_app.config["XTAG_SITE_RATE_LIMIT"]
     try:
-        entry_id = inbox.add(queue.redis_client(), events)
+        if limit:
+            scope, cost = f"site:{site.id}", len(events)
+            entry_id = ratelimit.xadd_within(
+                queue.redis_client(), inbox.STREAM, "events", events, scope, limit, cost
+            )
+        else:
+            entry_id = inbox.add(queue.redis_client(), events)
     except (redis.RedisError, OSError) as exc:
         log.warning(
             "collector could not queue %d events for site %s: %s", len(events), site.id, exc
         )
-        response = _error("cannot queue the event right now; retry later", 503)
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
+        return _retry_later(
+            "cannot queue the event right now; retry later", 503, RETRY_AFTER_SECONDS
+        )
+    if isinstance(entry_id, int):
+        return _retry_later(
+            f"this site sends more than {limit} events per second; retry later", 429, entry_id
+        )
     log.debug("queued %d events for site %s as %s", len(events), site.id, entry_id)
     response = Response(SUCCESS, mimetype="application/json")
     twclid = next(
