@@ -23,8 +23,8 @@ from xtag.models import (
     Pixel,
     Site,
     User,
-    utcnow,
 )
+from xtag.schema import Invalid
 
 xtag_cli = AppGroup("xtag", help="xtag operator commands.")
 
@@ -67,13 +67,10 @@ def create_user(email: str, role: str, password: str | None) -> None:
 @click.option("--name", default="", help="a label to recognise the token by")
 def create_api_token(email: str, name: str) -> None:
     """Print a new management-API token for a user (only its hash is stored)."""
-    row, token = ApiToken.issue(_user(email), name=name)
-    db.session.add(row)
-    db.session.flush()
-    services.audit(
-        None, "create", "api_token", row.id, {"user": row.user.email, "prefix": row.prefix}
-    )
-    db.session.commit()
+    try:
+        _, token = services.issue_api_token(None, _user(email), name=name)
+    except Invalid as exc:
+        raise click.ClickException(exc.message) from None
     click.echo(token)
 
 
@@ -116,11 +113,7 @@ def revoke_api_token(prefix: str) -> None:
     ).all()
     if not rows:
         raise click.ClickException(f"no active token starts with {prefix[:12]}")
-    for row in rows:
-        row.revoked_at = utcnow()
-        services.audit(None, "revoke", "api_token", row.id, {"user": row.user.email})
-    db.session.commit()
-    click.echo(f"revoked {len(rows)} token(s)")
+    click.echo(f"revoked {services.revoke_api_tokens(None, rows)} token(s)")
 
 
 @xtag_cli.command("rotate-keys")

@@ -15,7 +15,7 @@ from xtag import jobs, schemas, validation
 from xtag.collector import sites as site_cache
 from xtag.collector.intake import Rejected, RequestFacts, SiteRules, prepare, validate
 from xtag.extensions import db
-from xtag.models import AuditEntry, Connection, Mapping, Pixel, Site, User, utcnow
+from xtag.models import ApiToken, AuditEntry, Connection, Mapping, Pixel, Site, User, utcnow
 from xtag.schema import Invalid, Schema
 
 SECRET = "changed"
@@ -159,6 +159,10 @@ def _user_values(data: dict, row: User | None) -> dict:
         clash = db.session.scalar(select(User.id).where(User.email == values["email"]))
         if clash and (row is None or clash != row.id):
             raise Invalid(f"a user with email {values['email']} exists", "email", 409, "conflict")
+    if row is not None and ("role" in values or "active" in values):
+        role, active = values.get("role", row.role), values.get("active", row.active)
+        if role != "admin" or not active:
+            _keep_an_admin(row, "role" if role != "admin" else "active")
     if "password" in values:
         password = values.pop("password")
         if len(password) < 8:
@@ -167,6 +171,23 @@ def _user_values(data: dict, row: User | None) -> dict:
         probe.set_password(password)
         values["password_hash"] = probe.password_hash
     return values
+
+
+def _keep_an_admin(user: User, field: str | None = None) -> None:
+    """Nobody could manage users or connections any more without an active admin."""
+    if not (user.is_admin and user.active):
+        return
+    admins = db.session.scalars(  # locked in one order, so two demotions cannot pass at once
+        select(User.id)
+        .where(User.role == "admin", User.active.is_(True))
+        .order_by(User.id)
+        .with_for_update()
+    ).all()
+    if not set(admins) - {user.id}:
+        raise Invalid(
+            f"{user.email} is the last active admin: make another user an admin first",
+            field,
+        )
 
 
 @dataclass(frozen=True)
@@ -179,6 +200,7 @@ class Kind:
     serialize: Callable[[Any], dict]
     prepare: Callable[[dict, Any], dict]
     secrets: tuple[str, ...] = ()
+    check_delete: Callable[[Any], None] | None = None  # raises Invalid to refuse
 
 
 SITES = Kind("site", Site, schemas.SITE, site_dict, _site_values)
@@ -192,7 +214,9 @@ CONNECTIONS = Kind(
 )
 PIXELS = Kind("pixel", Pixel, schemas.PIXEL, pixel_dict, _pixel_values)
 MAPPINGS = Kind("mapping", Mapping, schemas.MAPPING, mapping_dict, _mapping_values)
-USERS = Kind("user", User, schemas.USER, user_dict, _user_values, ("password_hash",))
+USERS = Kind(
+    "user", User, schemas.USER, user_dict, _user_values, ("password_hash",), _keep_an_admin
+)
 
 
 # --- changing ---------------------------------------------------------------------------
@@ -263,9 +287,47 @@ def update(kind: Kind, actor: User | None, row: Any, data: Any) -> Any:
 
 
 def delete(kind: Kind, actor: User | None, row: Any) -> None:
+    if kind.check_delete is not None:
+        kind.check_delete(row)
     audit(actor, "delete", kind.name, row.id, {})
     db.session.delete(row)
     _commit(kind)
+
+
+# --- API tokens ---------------------------------------------------------------------------
+
+TOKEN_NAME_MAX = 100
+
+
+def issue_api_token(actor: User | None, user: User, name: str = "") -> tuple[ApiToken, str]:
+    """A new management-API token for a user: the row (only its hash is stored)
+    and the token itself, which the caller shows once."""
+    name = (name or "").strip()
+    if len(name) > TOKEN_NAME_MAX:
+        raise Invalid(f"name is longer than {TOKEN_NAME_MAX} characters", "name")
+    if "\x00" in name:
+        raise Invalid("name may not contain NUL characters", "name")
+    if not user.active:
+        raise Invalid(f"{user.email} is deactivated: reactivate them first", "user_id")
+    row, token = ApiToken.issue(user, name=name)
+    db.session.add(row)
+    db.session.flush()
+    changes = {"user": user.email, "prefix": row.prefix}
+    if name:
+        changes["name"] = name
+    audit(actor, "create", "api_token", row.id, changes)
+    db.session.commit()
+    return row, token
+
+
+def revoke_api_tokens(actor: User | None, rows: list[ApiToken]) -> int:
+    """Revoke tokens that are still live; how many were."""
+    live = [row for row in rows if row.revoked_at is None]
+    for row in live:
+        row.revoked_at = utcnow()
+        audit(actor, "revoke", "api_token", row.id, {"user": row.user.email})
+    db.session.commit()
+    return len(live)
 
 
 def preview(site: Site, message: Any) -> dict:
