@@ -96,7 +96,11 @@ def _schema(environ):
         if db.engine.dialect.name == "postgresql":
             db.session.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
             db.session.commit()
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
         upgrade()
+        # alembic's logging set-up from migrations/ replaces pytest's handlers
+        root.handlers[:], root.level = handlers, level
         db.engine.dispose()
     return True
 

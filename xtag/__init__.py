@@ -9,7 +9,7 @@ from flask.sessions import SessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from xtag import config
+from xtag import config, logs
 from xtag.extensions import csrf, db, login_manager, migrate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +32,9 @@ def create_app(overrides: dict | None = None, environ=None) -> Flask:
     register_errorhandlers(app)
     register_commands(app)
     app.after_request(security_headers)
-    app.wsgi_app = ByPath(app.wsgi_app, "/v1/", create_collector_app(app).wsgi_app)
+    app.wsgi_app = logs.RequestLog(ByPath(app.wsgi_app, "/v1/", create_collector_app(app).wsgi_app))
+    if not app.testing:  # tests keep pytest's log capture
+        logs.configure(app.config["XTAG_LOG_FORMAT"])
     if app.config["XTAG_TRUSTED_PROXIES"]:
         hops = app.config["XTAG_TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

@@ -41,6 +41,14 @@ def _int(environ, name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _choice(environ, name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`; the first is the default."""
+    value = (environ.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _int_list(environ, name: str, default: str) -> list[int]:
     raw = environ.get(name) or default
     try:
@@ -137,6 +145,7 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_X_TIMEOUT_SECONDS": _int(environ, "XTAG_X_TIMEOUT_SECONDS", 30, minimum=1),
         "XTAG_INBOX_CLAIM_MS": _int(environ, "XTAG_INBOX_CLAIM_MS", 60_000, minimum=1),
         "XTAG_STALE_SENDING_SECONDS": _int(environ, "XTAG_STALE_SENDING_SECONDS", 180, minimum=1),
+        "XTAG_LOG_FORMAT": _choice(environ, "XTAG_LOG_FORMAT", ("json", "text")),
         "XTAG_SITE_RATE_LIMIT": _int(environ, "XTAG_SITE_RATE_LIMIT", 1000),
         "XTAG_API_RATE_LIMIT": _int(environ, "XTAG_API_RATE_LIMIT", 600),
         "XTAG_EVENT_RETENTION_DAYS": _int(environ, "XTAG_EVENT_RETENTION_DAYS", 30, minimum=1),

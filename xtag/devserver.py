@@ -26,6 +26,7 @@ def _flask(*args: str) -> list[str]:
 
 def main() -> int:
     port = os.environ.get("PORT", "5000")
+    os.environ.setdefault("XTAG_LOG_FORMAT", "text")  # a terminal: logs for humans
     children: list[subprocess.Popen] = []
     redis_proc = None
     if not os.environ.get("REDIS_URL"):

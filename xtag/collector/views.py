@@ -13,7 +13,7 @@ import redis
 from flask import Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
-from xtag import inbox, queue, ratelimit
+from xtag import inbox, logs, queue, ratelimit
 from xtag.collector import bp, sites
 from xtag.collector.intake import (
     BATCH_LIMIT,
@@ -100,6 +100,7 @@ def _collect(route: str):
     )
     if site is None:
         raise Rejected("unknown write key", 401)
+    logs.bind(site=site.id)
     origin = request.headers.get("Origin")
     if origin and site.allowed_origins and origin.rstrip("/").lower() not in site.allowed_origins:
         raise Rejected(f"origin {origin} is not allowed for this site", 403)
