@@ -11,7 +11,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from xtag import delivery, inbox, queue, retention, services
+from xtag import delivery, inbox, logs, queue, retention, services
 from xtag import worker as worker_mod
 from xtag.extensions import db
 from xtag.models import (
@@ -97,8 +97,16 @@ def ensure_admin() -> None:
 
 @xtag_cli.command("worker")
 @click.option("--burst", is_flag=True, help="process everything that is due, then exit")
-def worker(burst: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS),
+    default=None,
+    help="json lines (default: XTAG_LOG_FORMAT, else json) or text for humans",
+)
+def worker(burst: bool, log_format: str | None) -> None:
     """Run an RQ worker (with the scheduler) for every xtag queue."""
+    if log_format:
+        logs.configure(log_format)
     worker_mod.run(current_app._get_current_object(), burst=burst)
 
 
