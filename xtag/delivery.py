@@ -285,10 +285,15 @@ class _Attempt:
         )
         if verdict.hold_until:
             _hold(self.connection.id, verdict.hold_until)
+        fields = {
+            "delivery": delivery.id, "pixel": delivery.pixel_key, "attempt": delivery.attempts,
+            "conversions": len(items), "status": answer.status, "error": answer.error,
+            "ms": answer.duration_ms,
+        }  # fmt: skip
         log.info(
             "delivery %s pixel %s: %d conversions -> %s in %d ms",
             delivery.id, delivery.pixel_key, len(items), answer.status or answer.error,
-            answer.duration_ms,
+            answer.duration_ms, extra={"fields": fields},
         )  # fmt: skip
         db.session.commit()
 
