@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__)
 
-from xtag.admin import pages, people, views  # noqa: E402,F401
+from xtag.admin import connect, pages, people, views  # noqa: E402,F401
