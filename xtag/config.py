@@ -8,6 +8,7 @@ its own secrets and is refused at start-up otherwise.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -47,6 +48,19 @@ def _choice(environ, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _networks(environ, name: str, default: str) -> list:
+    """Comma-separated addresses or CIDR networks; empty allows none."""
+    raw = environ.get(name)
+    try:
+        return [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in (default if raw is None else raw).split(",")
+            if part.strip()
+        ]
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _int_list(environ, name: str, default: str) -> list[int]:
@@ -146,6 +160,8 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_INBOX_CLAIM_MS": _int(environ, "XTAG_INBOX_CLAIM_MS", 60_000, minimum=1),
         "XTAG_STALE_SENDING_SECONDS": _int(environ, "XTAG_STALE_SENDING_SECONDS", 180, minimum=1),
         "XTAG_LOG_FORMAT": _choice(environ, "XTAG_LOG_FORMAT", ("json", "text")),
+        "XTAG_METRICS_TOKEN": environ.get("XTAG_METRICS_TOKEN") or None,
+        "XTAG_METRICS_ALLOW": _networks(environ, "XTAG_METRICS_ALLOW", "127.0.0.1/32,::1/128"),
         "XTAG_SITE_RATE_LIMIT": _int(environ, "XTAG_SITE_RATE_LIMIT", 1000),
         "XTAG_API_RATE_LIMIT": _int(environ, "XTAG_API_RATE_LIMIT", 600),
         "XTAG_EVENT_RETENTION_DAYS": _int(environ, "XTAG_EVENT_RETENTION_DAYS", 30, minimum=1),

@@ -19,7 +19,7 @@ import requests
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from xtag import connections, queue
+from xtag import connections, metrics, queue
 from xtag.extensions import db
 from xtag.models import Connection, Delivery, DeliveryAttempt, DeliveryItem, Pixel, utcnow
 from xtag.x_api import auth, client
@@ -57,13 +57,14 @@ def _settle(ids: list[int], status: str, error: str | None) -> None:
     )
 
 
-def _give_up(delivery_id: int, error: str) -> None:
-    """Every conversion still outstanding fails (keeping an earlier error)."""
-    db.session.execute(
+def _give_up(delivery_id: int, error: str) -> int:
+    """Every conversion still outstanding fails (keeping an earlier error);
+    returns how many."""
+    return db.session.execute(
         update(DeliveryItem)
         .where(DeliveryItem.delivery_id == delivery_id, DeliveryItem.status.in_(OUTSTANDING))
         .values(status="failed", error=func.coalesce(DeliveryItem.error, error))
-    )
+    ).rowcount
 
 
 def _statuses(delivery_id: int) -> set[str]:
@@ -151,6 +152,7 @@ def _enqueue(function: str, at: datetime | None, job_id: str | None, **kwargs) -
 def _retry_later(delivery: Delivery, at: datetime) -> None:
     delivery.status = "retrying"
     delivery.next_retry_at = at
+    metrics.RETRIES_SCHEDULED.inc()
     _enqueue(
         "xtag.jobs.retry_delivery",
         at,
@@ -246,6 +248,8 @@ class _Attempt:
             timeout=(5, current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
         )
         verdict = classify(answer.status, answer.headers, answer.body, answer.error)
+        metrics.X_REQUESTS.labels(metrics.status_class(answer.status)).inc()
+        metrics.X_REQUEST_SECONDS.observe(answer.duration_ms / 1000)
         self.log(items, body, answer, verdict)
         if (
             verdict.kind == "unauthorized"
@@ -300,8 +304,10 @@ class _Attempt:
     def run(self, items: list[Item]) -> None:
         """Send items; a rejected batch is halved until the bad conversions are alone."""
         verdict = self.post(items)
+        pixel = self.delivery.pixel.pixel_id
         if verdict.kind == "delivered":
             _settle([i.id for i in items], "delivered", None)
+            metrics.CONVERSIONS_DELIVERED.labels(pixel).inc(len(items))
             connections.mark(self.connection, healthy=True)
         elif verdict.kind == "invalid" and len(items) > 1:
             middle = len(items) // 2
@@ -309,10 +315,12 @@ class _Attempt:
             self.run(items[middle:])
         elif verdict.kind == "invalid":
             _settle([i.id for i in items], "rejected", verdict.message)
+            metrics.CONVERSIONS_FAILED.labels(pixel, "rejected").inc(len(items))
         elif verdict.kind == "retry":
             self.retry = verdict
         else:  # 401 / 403 / 404 and other refusals: nothing will change by retrying
             _settle([i.id for i in items], "failed", verdict.message)
+            metrics.CONVERSIONS_FAILED.labels(pixel, "refused").inc(len(items))
             connections.mark(self.connection, healthy=False, error=verdict.message)
         db.session.commit()
 
@@ -331,7 +339,8 @@ def _finish(delivery: Delivery, retry: Verdict | None) -> None:
             delivery.attempt_log[-1].next_retry_at = delivery.next_retry_at
     else:
         if outstanding:
-            _give_up(delivery.id, retry.message if retry else "not delivered")
+            given_up = _give_up(delivery.id, retry.message if retry else "not delivered")
+            metrics.CONVERSIONS_FAILED.labels(delivery.pixel.pixel_id, "retries").inc(given_up)
         statuses = _statuses(delivery.id)
         if statuses == {"delivered"}:
             delivery.status = "delivered"

@@ -8,6 +8,7 @@ everything this started.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,11 @@ def _flask(*args: str) -> list[str]:
 def main() -> int:
     port = os.environ.get("PORT", "5000")
     os.environ.setdefault("XTAG_LOG_FORMAT", "text")  # a terminal: logs for humans
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every process
+        metrics_dir = ROOT / "instance" / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     children: list[subprocess.Popen] = []
     redis_proc = None
     if not os.environ.get("REDIS_URL"):

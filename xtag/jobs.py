@@ -5,12 +5,12 @@ RQ job functions here are a contract: add keyword arguments with defaults only.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 
 from sqlalchemy import insert, select, update
 
-from xtag import delivery, inbox, mapping, queue, visitors
+from xtag import delivery, inbox, mapping, metrics, queue, visitors
 from xtag.collector.intake import parse_time
 from xtag.extensions import db
 from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site, utcnow
@@ -120,7 +120,21 @@ def record(entries: list[inbox.Entry]) -> set[int]:
             .values(last_event_at=moment)
         )
     db.session.commit()
+    _count(rows)
     return delivery.schedule_flushes({item["pixel_key"] for item in items})
+
+
+# outcome -> the reason label when the outcome's own reason is free text or none
+DROP_REASONS = {"unmapped": "unmapped", "identified": "identify", "ignored": "not_a_conversion"}
+
+
+def _count(rows: list[dict]) -> None:
+    outcomes = Counter((row["site_id"], row["outcome"], row["reason"]) for row in rows)
+    for (site_id, name, reason), n in outcomes.items():
+        if name == "forwarded":
+            metrics.EVENTS_FORWARDED.labels(site_id).inc(n)
+        else:
+            metrics.EVENTS_DROPPED.labels(site_id, DROP_REASONS.get(name, reason)).inc(n)
 
 
 def deliver_pixel(pixel_key: int) -> int:

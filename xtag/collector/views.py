@@ -13,7 +13,7 @@ import redis
 from flask import Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
-from xtag import inbox, logs, queue, ratelimit
+from xtag import inbox, logs, metrics, queue, ratelimit
 from xtag.collector import bp, sites
 from xtag.collector.intake import (
     BATCH_LIMIT,
@@ -44,6 +44,7 @@ ROUTES = {
 
 
 def _error(message: str, status: int):
+    metrics.COLLECTOR_REFUSED.labels(status).inc()
     response = jsonify(error=message)
     response.status_code = status
     return response
@@ -128,6 +129,7 @@ def _collect(route: str):
         return _retry_later(
             f"this site sends more than {limit} events per second; retry later", 429, entry_id
         )
+    metrics.EVENTS_RECEIVED.labels(site.id).inc(len(events))
     log.debug("queued %d events for site %s as %s", len(events), site.id, entry_id)
     response = Response(SUCCESS, mimetype="application/json")
     twclid = next(

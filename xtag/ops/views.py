@@ -3,14 +3,38 @@ and a worker reported recently; 503 when not ready."""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+
 import redis
-from flask import jsonify
+from flask import Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from xtag import inbox, queue, worker
+from xtag import inbox, metrics, queue, worker
 from xtag.extensions import db
 from xtag.ops import bp
+
+
+@bp.route("/metrics")
+def metrics_page():
+    """Prometheus text format, for addresses in XTAG_METRICS_ALLOW or with
+    the bearer token XTAG_METRICS_TOKEN."""
+    config = current_app.config
+    token = config["XTAG_METRICS_TOKEN"]
+    given = request.headers.get("Authorization", "")
+    address = ipaddress.ip_address(request.remote_addr or "0.0.0.0")
+    allowed = any(address in network for network in config["XTAG_METRICS_ALLOW"])
+    if not allowed and not (token and hmac.compare_digest(given, f"Bearer {token}")):
+        response = jsonify(
+            error="metrics are served to XTAG_METRICS_ALLOW addresses, "
+            "or with Authorization: Bearer <XTAG_METRICS_TOKEN>"
+        )
+        response.status_code = 401 if token else 403
+        return response
+    body = metrics.exposition(queue.redis_client(), db.session)
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.route("/healthz")
