@@ -744,6 +744,13 @@ class FakeX:
         with self._lock:
             self._hangs.append(_Scripted(endpoint, n, seconds=seconds))
 
+    def recover(self) -> None:
+        """Forget the scripted failures and hangs still to come: X is healthy
+        again (a request already hanging still answers when its time is up)."""
+        with self._lock:
+            self._failures.clear()
+            self._hangs.clear()
+
     @staticmethod
     def _check_endpoint(endpoint: str) -> None:
         if endpoint != "*" and endpoint not in ENDPOINTS:

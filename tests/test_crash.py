@@ -4,45 +4,16 @@ mid-delivery, and everything still reaches the fake X."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from sqlalchemy import select
 
 from tests import factories
 from tests.test_delivery import EVENT, PIXEL, basic, order
+from tests.workers import ROOT, kill, log_tail, start_worker
 from xtag.extensions import db
 from xtag.models import Connection, Delivery, Mapping, Pixel
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_worker(environ: dict, fake_x, log: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        **environ,
-        "XTAG_X_API_BASE": fake_x.base_url,
-        "XTAG_BATCH_WINDOW_MS": "100",
-        "XTAG_INBOX_CLAIM_MS": "1000",
-        "XTAG_STALE_SENDING_SECONDS": "2",
-        "XTAG_X_TIMEOUT_SECONDS": "5",
-    }
-    with log.open("ab") as sink:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "app", "xtag", "worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            start_new_session=True,  # SIGKILL the worker and its scheduler together
-        )
-
-
-def kill(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
 
 
 def test_worker_killed_mid_delivery_loses_nothing(app, client, ctx, environ, fake_x, tmp_path):
@@ -89,7 +60,7 @@ def test_worker_killed_mid_delivery_loses_nothing(app, client, ctx, environ, fak
     accepted = [c["conversion_id"] for c in fake_x.accepted()]
     assert delivered, (
         f"{len(expected - set(accepted))} conversions never reached X; worker log:\n"
-        + (tmp_path / "worker.log").read_text()[-3000:]
+        + log_tail(tmp_path / "worker.log")
     )
     assert set(accepted) == expected  # duplicates only ever repeat a conversion_id
     assert all(len(r.conversions) <= 500 for r in fake_x.calls())

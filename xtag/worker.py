@@ -10,6 +10,7 @@ is ever shared across a fork.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ import time
 import redis
 from flask import Flask
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from xtag import delivery, inbox, jobs, queue, retention
@@ -47,10 +49,15 @@ def alive(connection: redis.Redis) -> list[str]:
 
 class AppWorker(SimpleWorker):
     flask_app: Flask
+    stopping = False  # an operator asked it to stop (SIGINT / SIGTERM)
 
     def perform_job(self, job, queue):
         with self.flask_app.app_context():
             return super().perform_job(job, queue)
+
+    def request_stop(self, signum, frame):
+        self.stopping = True
+        super().request_stop(signum, frame)
 
 
 class Intake:
@@ -210,17 +217,48 @@ def _forget_engine_in_forks(app: Flask) -> None:
     os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
 
 
-def _run(app: Flask, connection: redis.Redis, burst: bool) -> bool:
-    if not burst:
-        _forget_engine_in_forks(app)
-    intake = Intake(app)
+def _rq_worker(app: Flask, connection: redis.Redis) -> AppWorker:
     worker = AppWorker(
         [queue.queue(name, connection=connection) for name in queue.QUEUES],
         connection=connection,
         serializer=queue.SERIALIZER,
     )
     worker.flask_app = app
+    return worker
+
+
+def _redis_back(connection: redis.Redis, worker: AppWorker) -> bool:
+    """Wait until Redis answers (True), unless a stop is asked for (False)."""
+    try:
+        while not worker.stopping:
+            try:
+                connection.ping()
+                return True
+            except redis.RedisError:
+                time.sleep(1)
+    except StopRequested:  # the signal arrived while waiting
+        pass
+    return False
+
+
+def _work(app: Flask, connection: redis.Redis) -> None:
+    """RQ's worker quits on a Redis error (Redis restarted, a failover); a
+    worker process must outlive that, so a new one starts once Redis is back."""
+    while True:
+        worker = _rq_worker(app, connection)
+        with contextlib.suppress(redis.RedisError):  # its clean-up talks to Redis too
+            worker.work(with_scheduler=True, logging_level="INFO")
+        if worker.stopping or not _redis_back(connection, worker):
+            return
+        log.warning("worker: RQ stopped on a Redis error; Redis answers again, starting anew")
+
+
+def _run(app: Flask, connection: redis.Redis, burst: bool) -> bool:
+    if not burst:
+        _forget_engine_in_forks(app)
+    intake = Intake(app)
     if burst:
+        worker = _rq_worker(app, connection)
         intake.sweep()
         intake.drain()
         while _rq_work_due(connection):
@@ -230,8 +268,10 @@ def _run(app: Flask, connection: redis.Redis, burst: bool) -> bool:
     thread = threading.Thread(target=intake.run_forever, name="xtag-intake", daemon=True)
     thread.start()
     try:
-        return worker.work(with_scheduler=True, logging_level="INFO")
+        _work(app, connection)
+        return True
     finally:
         intake.stop.set()
         thread.join(timeout=5)
-        intake.client.zrem(WORKERS, intake.name)
+        with contextlib.suppress(redis.RedisError):  # its heartbeat expires anyway
+            intake.client.zrem(WORKERS, intake.name)
