@@ -514,3 +514,20 @@ def test_every_api_route_wants_a_token(app, client):
     for path, method in routes:
         r = client.open(path, method=method, json={})
         assert r.status_code == 401, (method, path, r.status_code)
+
+
+def test_an_oauth2_connection_shows_when_its_token_expires(client, admin):
+    credentials = {
+        "client_id": "cid",
+        "client_secret": pii.SECRETS[1],
+        "access_token": pii.SECRETS[2],
+        "refresh_token": pii.SECRETS[3],
+        "expires_at": 1_900_000_000,
+    }
+    r = client.post(
+        "/api/v1/connections",
+        json={"name": "X", "auth_type": "oauth2", "credentials": credentials},
+        headers=admin,
+    )
+    assert r.status_code == 201
+    assert r.json["token_expires_at"].startswith("2030-03-17T")

@@ -26,7 +26,7 @@ class RefreshFailed(RuntimeError):
     """X refused to renew an OAuth 2.0 token; the connection needs reconnecting."""
 
 
-def _expires_at(credentials: dict) -> datetime | None:
+def expires_at(credentials: dict) -> datetime | None:
     value = credentials.get("expires_at")
     if value in (None, ""):
         return None
@@ -37,7 +37,7 @@ def _expires_at(credentials: dict) -> datetime | None:
 
 
 def _needs_refresh(credentials: dict) -> bool:
-    expires = _expires_at(credentials)
+    expires = expires_at(credentials)
     return expires is not None and expires - datetime.now(UTC) < REFRESH_AHEAD
 
 
@@ -92,7 +92,7 @@ def oauth2_credentials(connection_id: int, rejected_token: str | None = None) ->
             return credentials  # another worker refreshed while we waited
         credentials = _refresh(connection, credentials)
         connection.credentials = credentials
-        connection.token_expires_at = _expires_at(credentials)
+        connection.token_expires_at = expires_at(credentials)
         db.session.commit()
         log.info("connection %s: OAuth 2.0 token refreshed", connection_id)
         return credentials

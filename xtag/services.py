@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from xtag import jobs, schemas, validation
+from xtag import connections, jobs, schemas, validation
 from xtag.collector import sites as site_cache
 from xtag.collector.intake import Rejected, RequestFacts, SiteRules, prepare, validate
 from xtag.extensions import db
@@ -115,6 +115,7 @@ def _connection_values(data: dict, row: Connection | None) -> dict:
         if row is not None and auth_type == row.auth_type:
             given = {**row.credentials, **given}  # write-only: send only what changes
         values["credentials"] = validation.credentials(auth_type, given)
+        values["token_expires_at"] = connections.expires_at(values["credentials"])
     return values
 
 
