@@ -3,8 +3,11 @@
 import re
 
 import pytest
+from sqlalchemy import select
 
 from tests import factories
+from xtag.extensions import db
+from xtag.models import User
 
 
 @pytest.fixture
@@ -103,3 +106,51 @@ def test_ten_failures_lock_the_account_and_the_address_for_a_while(app, client, 
     assert other.status_code == 429  # the same address is locked too
     waits = throttle.locked_for(queue.redis_client(), "m@example.com", None)
     assert 14 * 60 < waits <= 15 * 60
+
+
+def _login(client, base_url="http://localhost"):
+    with client.application.app_context():
+        if not db.session.scalar(select(User).filter_by(email="m@example.com")):
+            factories.user("m@example.com", password="correct horse")
+    return client.post(
+        "/login", data={"email": "m@example.com", "password": "correct horse"}, base_url=base_url
+    )
+
+
+def test_session_cookie_expires_when_idle_and_is_secure_over_https(app):
+    # (no shared app context: Flask-Login would remember the first login for the second)
+    plain = _login(app.test_client()).headers["Set-Cookie"]
+    assert "HttpOnly" in plain and "SameSite=Lax" in plain and "Secure" not in plain
+    assert "Expires=" in plain  # not a cookie that lives as long as the browser
+    secure = _login(app.test_client(), "https://localhost").headers["Set-Cookie"]
+    assert "; Secure" in secure
+
+
+def test_a_session_ends_after_its_maximum_age_however_active(client, ctx):
+    _login(client)
+    assert client.get("/").status_code == 200
+    with client.session_transaction() as session:
+        session["login_at"] -= 12 * 3600 + 1
+    r = client.get("/")
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
+    assert "session has expired" in client.get(r.headers["Location"]).get_data(as_text=True)
+
+
+def test_error_pages_say_what_to_do_and_never_show_a_stack_trace(make_app, ctx):
+    app = make_app()
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production
+
+    @app.route("/boom")
+    def boom():
+        raise RuntimeError("internal detail that must stay in the log")
+
+    client = app.test_client()
+    missing = client.get("/no/such/page")
+    assert missing.status_code == 404 and "nothing at this address" in missing.get_data(
+        as_text=True
+    )
+    broken = client.get("/boom")
+    page = broken.get_data(as_text=True)
+    assert broken.status_code == 500 and "Something went wrong on our side" in page
+    assert "internal detail" not in page and "Traceback" not in page
+    assert "<script" not in page and broken.headers["X-Frame-Options"] == "DENY"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask, jsonify, render_template, request
-from flask.sessions import SessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -27,6 +27,7 @@ def create_app(overrides: dict | None = None, environ=None) -> Flask:
         config.from_env(os.environ if environ is None else environ, app.instance_path)
     )
     app.config.update(overrides or {})
+    app.session_interface = Sessions()
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -57,6 +58,14 @@ def security_headers(response):
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     return response
+
+
+class Sessions(SecureCookieSessionInterface):
+    """Signed-cookie sessions whose cookie is Secure whenever the request came
+    over https (directly, or through a trusted proxy)."""
+
+    def get_cookie_secure(self, app) -> bool:
+        return request.is_secure or super().get_cookie_secure(app)
 
 
 class NoSessions(SessionInterface):

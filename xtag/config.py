@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -166,6 +167,11 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_API_RATE_LIMIT": _int(environ, "XTAG_API_RATE_LIMIT", 600),
         "XTAG_EVENT_RETENTION_DAYS": _int(environ, "XTAG_EVENT_RETENTION_DAYS", 30, minimum=1),
         "SESSION_COOKIE_HTTPONLY": True,
+        # idle sessions end after XTAG_SESSION_IDLE_MINUTES; any after XTAG_SESSION_MAX_HOURS
+        "PERMANENT_SESSION_LIFETIME": timedelta(
+            minutes=_int(environ, "XTAG_SESSION_IDLE_MINUTES", 120, minimum=1)
+        ),
+        "XTAG_SESSION_MAX_HOURS": _int(environ, "XTAG_SESSION_MAX_HOURS", 12, minimum=1),
         "SESSION_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,
     }

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 import redis
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
@@ -36,6 +37,17 @@ def safe_next(target: str | None) -> str | None:
     return target if not parts.scheme and not parts.netloc else None
 
 
+@bp.before_app_request
+def end_old_sessions():
+    """However active, a session ends XTAG_SESSION_MAX_HOURS after its login."""
+    login_at = session.get("login_at")
+    max_age = current_app.config["XTAG_SESSION_MAX_HOURS"] * 3600
+    if login_at is not None and time.time() - login_at > max_age:
+        logout_user()
+        session.clear()
+        flash("Your session has expired: please log in again.", "error")
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if current_user.is_authenticated:
@@ -51,6 +63,8 @@ def login():
         if user is not None and user.active and user.check_password(form.password.data):
             throttle.succeeded(queue.redis_client(), email)
             login_user(user)
+            session.permanent = True  # expires when idle (PERMANENT_SESSION_LIFETIME)
+            session["login_at"] = int(time.time())
             user.last_login_at = utcnow()
             db.session.commit()
             return redirect(safe_next(request.args.get("next")) or url_for("admin.index"))
@@ -62,6 +76,7 @@ def login():
 @bp.route("/logout", methods=["POST"])
 def logout():
     logout_user()
+    session.clear()
     return redirect(url_for("admin.login"))
 
 
