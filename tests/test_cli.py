@@ -125,7 +125,7 @@ def test_retry_failed_purge_and_status(x_app, client, runner, ctx, fake_x, deliv
     deliver()
     assert "failed deliveries: 0" in runner.invoke(args=["xtag", "status"]).output
     assert len(fake_x.accepted()) == 1
-    assert "deleted 0" in runner.invoke(args=["xtag", "purge"]).output
+    assert "events: 0 row(s)" in runner.invoke(args=["xtag", "purge"]).output
 
 
 def test_send_test_event_goes_through_the_collector(runner, ctx, work):

@@ -1,13 +1,14 @@
-"""Received events are deleted after the retention period, newer ones kept."""
+"""Each retention policy deletes or empties what is past its period, nothing newer."""
 
 from datetime import timedelta
 
 from sqlalchemy import select
 
 from tests import factories
-from xtag import worker
+from tests.test_delivery import basic, order, setup_shop
+from xtag import retention, worker
 from xtag.extensions import db
-from xtag.models import ReceivedEvent, utcnow
+from xtag.models import AuditEntry, DeliveryAttempt, DeliveryItem, ReceivedEvent, utcnow
 
 
 def test_worker_purges_events_past_retention(app, ctx):
@@ -30,3 +31,31 @@ def test_worker_purges_events_past_retention(app, ctx):
         e.event_name for e in db.session.scalars(select(ReceivedEvent).order_by(ReceivedEvent.id))
     ]
     assert kept == ["29 days old", "0 days old"]
+
+
+def test_delivery_bodies_and_audit_entries_have_their_own_periods(
+    x_app, client, ctx, fake_x, deliver
+):
+    site = setup_shop(fake_x)
+    fake_x.fail_next(403)  # this one fails: its conversion must stay for a retry by hand
+    client.post("/v1/batch", json={"batch": [order(1)]}, headers=basic(site.write_key))
+    deliver()
+    client.post("/v1/batch", json={"batch": [order(2)]}, headers=basic(site.write_key))
+    deliver()
+    db.session.add(AuditEntry(action="update", object_type="site", object_id="1"))
+    db.session.commit()
+    old = utcnow() - timedelta(days=15)
+    for model in (DeliveryAttempt, DeliveryItem):
+        db.session.execute(model.__table__.update().values(created_at=old))
+    db.session.execute(
+        AuditEntry.__table__.update().values(created_at=utcnow() - timedelta(days=366))
+    )
+    db.session.commit()
+
+    assert retention.purge() == {"events": 0, "delivery_bodies": 3, "audit": 1}
+    assert retention.purge() == {"events": 0, "delivery_bodies": 0, "audit": 0}  # done once
+    db.session.expire_all()
+    assert all(a.request_body is None for a in db.session.scalars(select(DeliveryAttempt)))
+    items = {i.status: i.conversion for i in db.session.scalars(select(DeliveryItem))}
+    assert items["delivered"] == {} and items["failed"]["conversion_id"] == "order-1"
+    assert db.session.scalars(select(AuditEntry)).all() == []

@@ -159,8 +159,9 @@ def retry_failed(pixel: str | None, since: str | None) -> None:
 
 @xtag_cli.command("purge")
 def purge() -> None:
-    """Delete received events past XTAG_EVENT_RETENTION_DAYS."""
-    click.echo(f"deleted {retention.purge()} received event(s)")
+    """Apply the retention periods now (workers also do it every hour)."""
+    for name, count in retention.purge().items():
+        click.echo(f"{name}: {count} row(s) deleted or emptied")
 
 
 @xtag_cli.command("status")

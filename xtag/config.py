@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from xtag import fastjson
+from xtag import fastjson, retention
 
 
 class ConfigError(RuntimeError):
@@ -165,7 +165,10 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_METRICS_ALLOW": _networks(environ, "XTAG_METRICS_ALLOW", "127.0.0.1/32,::1/128"),
         "XTAG_SITE_RATE_LIMIT": _int(environ, "XTAG_SITE_RATE_LIMIT", 1000),
         "XTAG_API_RATE_LIMIT": _int(environ, "XTAG_API_RATE_LIMIT", 600),
-        "XTAG_EVENT_RETENTION_DAYS": _int(environ, "XTAG_EVENT_RETENTION_DAYS", 30, minimum=1),
+        **{
+            policy.setting: _int(environ, policy.setting, policy.default_days, minimum=1)
+            for policy in retention.POLICIES
+        },
         "SESSION_COOKIE_HTTPONLY": True,
         # idle sessions end after XTAG_SESSION_IDLE_MINUTES; any after XTAG_SESSION_MAX_HOURS
         "PERMANENT_SESSION_LIFETIME": timedelta(

@@ -6,7 +6,6 @@ gauges are read from Redis and the database when scraped."""
 from __future__ import annotations
 
 import os
-import time
 
 import redis
 from prometheus_client import (
@@ -18,8 +17,9 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
+
+from xtag import stats
 
 EVENTS_RECEIVED = Counter(
     "xtag_events_received_total", "Events the collector accepted (answered 200).", ["site"]
@@ -59,6 +59,16 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx" if status else "error"
 
 
+GAUGES = {
+    "inbox_depth": "Accepted requests not yet recorded.",
+    "inbox_oldest_age_seconds": "Age of the oldest unrecorded request.",
+    "inbox_dead_entries": "Requests set aside because they could not be recorded.",
+    "workers_alive": "Workers that reported recently.",
+    "conversions_waiting": "Conversions not yet taken into a delivery.",
+    "conversions_waiting_oldest_age_seconds": "Age of the oldest waiting conversion.",
+}
+
+
 class QueueCollector:
     """What is waiting, read at scrape time by the process that answers."""
 
@@ -66,43 +76,15 @@ class QueueCollector:
         self.client, self.session = client, session
 
     def collect(self):
-        from xtag import inbox, worker
-        from xtag.models import DeliveryItem
-
-        now = time.time()
+        values = dict(stats.queues(self.client) or {})
         try:
-            oldest = self.client.xrange(inbox.STREAM, count=1)
-            yield _gauge("xtag_inbox_depth", "Accepted requests not yet recorded.",
-                         inbox.depth(self.client))  # fmt: skip
-            age = now - int(oldest[0][0].split(b"-")[0]) / 1000 if oldest else 0
-            yield _gauge("xtag_inbox_oldest_age_seconds", "Age of the oldest unrecorded request.",
-                         max(age, 0))  # fmt: skip
-            yield _gauge("xtag_inbox_dead_entries",
-                         "Requests set aside because they could not be recorded.",
-                         self.client.xlen(inbox.DEAD))  # fmt: skip
-            yield _gauge("xtag_workers_alive", "Workers that reported recently.",
-                         len(worker.alive(self.client)))  # fmt: skip
-        except (redis.RedisError, OSError):
-            pass
-        try:
-            count, first = self.session.execute(
-                select(func.count(DeliveryItem.id), func.min(DeliveryItem.created_at)).where(
-                    DeliveryItem.status == "waiting"
-                )
-            ).one()
+            values.update(stats.waiting(self.session))
         except SQLAlchemyError:
-            return
+            pass
         finally:
             self.session.remove()
-        yield _gauge("xtag_conversions_waiting", "Conversions not yet taken into a delivery.",
-                     count)  # fmt: skip
-        age = now - first.timestamp() if first else 0
-        yield _gauge("xtag_conversions_waiting_oldest_age_seconds",
-                     "Age of the oldest waiting conversion.", max(age, 0))  # fmt: skip
-
-
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, value=value)
+        for name, value in values.items():
+            yield GaugeMetricFamily(f"xtag_{name}", GAUGES[name], value=value)
 
 
 def exposition(client: redis.Redis, session) -> bytes:
