@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 
 import pytest
 from sqlalchemy import select
 
 from tests import factories
-from tests.test_delivery import basic, order, setup_shop
+from tests.test_delivery import PIXEL, basic, order, setup_shop
 from xtag.extensions import db
 from xtag.models import Delivery, Site
 
@@ -33,7 +35,8 @@ def test_pages_need_login_and_render_with_strict_headers(client, ctx, path):
     assert r.status_code == 200
     assert "script-src 'self'" in r.headers["Content-Security-Policy"]
     assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Referrer-Policy"] == "same-origin"
-    assert "<script>" not in r.get_data(as_text=True)
+    for tag in re.findall(r"<script[^>]*>", r.get_data(as_text=True)):  # no inline script
+        assert re.search(r'src="/static/|type="application/json"', tag), tag
 
 
 def test_add_a_site_see_its_snippet_and_edit_it(client, ctx):
@@ -199,3 +202,25 @@ def test_connections_page_is_admin_only_and_never_shows_a_secret(client, ctx):
     assert r.status_code == 302
     page = client.get("/connections").get_data(as_text=True)
     assert "****" + pii.SECRETS[0][-4:] in page and pii.SECRETS[0] not in page
+
+
+def test_dashboard_charts_the_last_day_and_links_failures(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    batch = [order(1), order(2), order(3, event="Newsletter Signup")]
+    client.post("/v1/batch", json={"batch": batch}, headers=basic(site.write_key))
+    deliver()
+    fake_x.fail_next(403)  # refused: the delivery fails and the connection turns unhealthy
+    client.post("/v1/track", json=order(4), headers=basic(site.write_key))
+    deliver()
+    failed = db.session.scalar(select(Delivery).where(Delivery.status == "failed"))
+    login(client)
+    page = client.get("/").get_data(as_text=True)
+    data = json.loads(
+        html.unescape(re.search(r'id="chart-data">(.*?)</script>', page, re.S).group(1))
+    )
+    assert sum(data["events"]["received"]) == 4 and sum(data["events"]["forwarded"]) == 3
+    assert data["drops"] == [{"reason": "unmapped", "count": 1}]
+    assert data["conversions"] == [{"pixel": PIXEL, "delivered": 2, "failed": 1, "pending": 0}]
+    assert f'href="/deliveries/{failed.id}"' in page
+    assert "is unhealthy" in page and "Ask an admin to reconnect it" in page
+    assert "XTAG_EVENT_RETENTION_DAYS" in page and "30 days" in page

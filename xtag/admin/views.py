@@ -5,18 +5,17 @@ from __future__ import annotations
 import time
 from urllib.parse import urlsplit
 
-import redis
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, select
+from sqlalchemy import select
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from xtag import queue, throttle, worker
+from xtag import queue, retention, stats, throttle
 from xtag.admin import bp
 from xtag.extensions import db, login_manager
-from xtag.models import ReceivedEvent, Site, User, utcnow
+from xtag.models import Site, User, utcnow
 
 
 class LoginForm(FlaskForm):
@@ -76,7 +75,7 @@ def login():
 @bp.route("/logout", methods=["POST"])
 def logout():
     logout_user()
-    session.clear()
+    session.pop("login_at", None)
     return redirect(url_for("admin.login"))
 
 
@@ -84,9 +83,15 @@ def logout():
 @login_required
 def index():
     sites = db.session.scalars(select(Site).order_by(Site.name)).all()
-    received = db.session.scalar(select(func.count(ReceivedEvent.id))) or 0
-    try:
-        workers: int | None = len(worker.alive(queue.redis_client()))
-    except (redis.RedisError, OSError):
-        workers = None
-    return render_template("admin/index.html", sites=sites, received=received, workers=workers)
+    queues = stats.queues(queue.redis_client())
+    day = stats.last_day(db.session)
+    charts = {key: day[key] for key in ("hours", "events", "drops", "conversions")}
+    return render_template(
+        "admin/index.html",
+        sites=sites,
+        queues=queues,
+        waiting=stats.waiting(db.session),
+        day=day,
+        charts=charts,
+        retention=retention.periods(),
+    )
