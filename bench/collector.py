@@ -227,9 +227,9 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def tree_ticks(root: int) -> int:
-    """CPU ticks of a process and its direct children (gunicorn master + workers)."""
-    total = cpu_ticks(root)
+def children(pid: int) -> list[int]:
+    """Ids of a process's direct children (gunicorn's workers, RQ's scheduler)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -237,9 +237,25 @@ def tree_ticks(root: int) -> int:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == root:
-            total += cpu_ticks(int(entry.name))
-    return total
+        if ppid == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def tree_ticks(root: int) -> int:
+    """CPU ticks of a process and its direct children (gunicorn master + workers)."""
+    return cpu_ticks(root) + sum(cpu_ticks(child) for child in children(root))
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of one process (VmRSS) in MiB; None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def machine_busy() -> float:
@@ -593,17 +609,21 @@ def report(args: argparse.Namespace, runs: list[Run]) -> int:
     return 1 if failures else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def missing_tools(bench_name: str) -> str | None:
+    """What a wrk bench lacks to run here (wrk, the venv's tools), or None."""
     if shutil.which("wrk") is None:
-        print(
-            "bench/collector.py needs wrk; install it with: apt-get install -y wrk", file=sys.stderr
-        )
-        return 2
+        return f"{bench_name} needs wrk; install it with: apt-get install -y wrk"
     for tool in ("gunicorn", "flask", "python"):
         if not (BIN / tool).exists():
-            print(f"{BIN / tool} is missing; run `make test` once to build .venv", file=sys.stderr)
-            return 2
+            return f"{BIN / tool} is missing; run `make test` once to build .venv"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if missing := missing_tools("bench/collector.py"):
+        print(missing, file=sys.stderr)
+        return 2
     return run_in_workdir(bench, args, "xtag-bench-")
 
 
