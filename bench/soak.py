@@ -369,7 +369,7 @@ def sample_line(s: Sample) -> str:
     web = "  ".join(f"{mib(v):>6}" for v in s.web)
     scheduler = f" (+{mib(s.scheduler)})" if s.scheduler is not None else ""
     return (
-        f"     {s.label:>14} {s.seconds:7.1f}   {web}   {mib(s.worker):>6}{scheduler:<9} "
+        f"     {s.label:>16} {s.seconds:7.1f}   {web}   {mib(s.worker):>6}{scheduler:<9} "
         f"{s.inbox:7,} {s.delivered:11,}   {s.redis / 2**20:6.1f}"
     )
 
@@ -529,7 +529,7 @@ def report(args: argparse.Namespace, result: dict, redis_after: dict) -> int:
     print("  memory: RSS in MiB (VmRSS); redis used_memory in MiB")
     web = "  ".join(f"{'web ' + str(i + 1):>6}" for i in range(web_count))
     print(
-        f"     {'':>14} {'at s':>7}   {web}   {'worker':>6}{' (+sched)':<9} {'inbox':>7} "
+        f"     {'':>16} {'at s':>7}   {web}   {'worker':>6}{' (+sched)':<9} {'inbox':>7} "
         f"{'at X':>11}   {'redis':>6}"
     )
     for s in samples:
