@@ -7,12 +7,12 @@ import json
 import re
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests import factories
 from tests.test_delivery import PIXEL, basic, order, setup_shop
 from xtag.extensions import db
-from xtag.models import Delivery, Site
+from xtag.models import Delivery, Mapping, Site
 
 
 def login(client, role="marketer"):
@@ -173,7 +173,7 @@ def test_pixels_mappings_toggle_delete_and_preview(client, ctx, fake_x):
     shown = client.post(page, data={"action": "preview", "v-message": message}).get_data(
         as_text=True
     )
-    assert "Outcome: forwarded" in shown and "&#34;value&#34;: &#34;12.00&#34;" in shown
+    assert "Outcome: <strong>forwarded</strong>" in shown and '"value": "12.00"' in shown
     shown = client.post(page, data={"action": "preview", "v-message": "{nope"}).get_data(
         as_text=True
     )
@@ -224,3 +224,72 @@ def test_dashboard_charts_the_last_day_and_links_failures(x_app, client, ctx, fa
     assert f'href="/deliveries/{failed.id}"' in page
     assert "is unhealthy" in page and "Ask an admin to reconnect it" in page
     assert "XTAG_EVENT_RETENTION_DAYS" in page and "30 days" in page
+
+
+def _shop_with_mapping(client, fake_x):
+    from xtag.models import Mapping
+
+    site = setup_shop(fake_x)
+    client.post("/v1/track", json=order(1), headers=basic(site.write_key))
+    return site, db.session.scalar(select(Mapping))
+
+
+def test_live_preview_follows_the_mapping_as_typed(x_app, client, ctx, fake_x, work):
+    site, mapping = _shop_with_mapping(client, fake_x)
+    work()
+    login(client)
+    message = json.dumps(order(7, event="Signed Up", properties={"plan": "pro", "price": 9}))
+    draft = {
+        "m-event_name": "Signed Up",
+        "m-pixel": str(mapping.pixel_key),
+        "m-x_event_id": "o87ne",
+        "m-description": "Trial started",
+        "m-fields": "value=properties.price",
+        "v-message": message,
+    }
+    shown = client.post(f"/sites/{site.id}/preview", data=draft).get_data(as_text=True)
+    assert "<html" not in shown  # a fragment for htmx to swap in
+    assert "Outcome: <strong>forwarded</strong>" in shown
+    assert '"description": "Trial started"' in shown and '"value": "9.00"' in shown
+    half_typed = {**draft, "m-x_event_id": "tw-zzz-1"}
+    shown = client.post(f"/sites/{site.id}/preview", data=half_typed).get_data(as_text=True)
+    assert "cannot be used yet" in shown and "Outcome: <strong>unmapped</strong>" in shown
+    assert db.session.scalar(select(func.count(Mapping.id))) == 1  # nothing was saved
+
+
+def test_edit_a_mapping_with_its_preview_and_the_latest_real_event(
+    x_app, client, ctx, fake_x, work
+):
+    site, mapping = _shop_with_mapping(client, fake_x)
+    work()
+    login(client)
+    page = client.get(f"/mappings/{mapping.id}").get_data(as_text=True)
+    assert 'value="Order Completed"' in page and "order-1" in page  # the real event, to preview
+    sample = client.get(f"/sites/{site.id}/sample?m-event_name=Order+Completed")
+    assert "order-1" in sample.get_data(as_text=True) and "<html" not in sample.get_data(
+        as_text=True
+    )
+    edited = {
+        "m-event_name": "Order Completed",
+        "m-pixel": str(mapping.pixel_key),
+        "m-x_event_id": "o87ne",
+        "m-fields": "value=properties.revenue\ncurrency=properties.currency",
+        "v-message": json.dumps(order(1)),
+        "mapping_id": str(mapping.id),
+    }
+    shown = client.post(f"/sites/{site.id}/preview", data=edited).get_data(as_text=True)
+    assert shown.count("<pre") == 1  # in place of the saved mapping, not beside it
+    r = client.post(f"/mappings/{mapping.id}", data={**edited, "m-description": "Bought"})
+    assert r.status_code == 302
+    db.session.expire_all()
+    assert mapping.description == "Bought" and mapping.enabled is False  # box left unticked
+    bad = client.post(f"/mappings/{mapping.id}", data={**edited, "m-x_event_id": "no way"})
+    assert bad.status_code == 200 and "field-error" in bad.get_data(as_text=True)
+
+
+def test_new_mapping_routes_refuse_a_missing_csrf_token(app, x_app, client, ctx, fake_x):
+    site, mapping = _shop_with_mapping(client, fake_x)
+    login(client)
+    app.config["WTF_CSRF_ENABLED"] = True
+    assert client.post(f"/sites/{site.id}/preview", data={"v-message": "{}"}).status_code == 400
+    assert client.post(f"/mappings/{mapping.id}", data={"m-event_name": "x"}).status_code == 400

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import UTC, datetime
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from xtag import delivery, inbox, logs, queue, retention, services
+from xtag import inbox, logs, queue, retention, services
 from xtag import worker as worker_mod
 from xtag.extensions import db
 from xtag.models import (
@@ -20,7 +19,6 @@ from xtag.models import (
     Connection,
     Delivery,
     DeliveryItem,
-    Pixel,
     Site,
     User,
 )
@@ -140,20 +138,10 @@ def rotate_keys() -> None:
 @click.option("--since", help="ISO 8601 time, e.g. 2026-11-25T00:00:00Z")
 def retry_failed(pixel: str | None, since: str | None) -> None:
     """Queue failed deliveries again."""
-    query = select(Delivery.id).where(Delivery.status.in_(("failed", "partial")))
-    if pixel:
-        query = query.join(Pixel, Delivery.pixel_key == Pixel.id).where(
-            Pixel.pixel_id == pixel.lower()
-        )
-    if since:
-        try:
-            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            raise click.BadParameter("must be an ISO 8601 time", param_hint="--since") from None
-        query = query.where(
-            Delivery.created_at >= (moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-        )
-    retried = [i for i in db.session.scalars(query).all() if delivery.retry_by_hand(i)]
+    try:
+        retried = services.retry_failed(None, pixel, services.parse_since(since))
+    except Invalid as exc:
+        raise click.BadParameter(exc.message, param_hint="--since") from None
     click.echo(f"queued {len(retried)} delivery(ies) again")
 
 

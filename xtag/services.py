@@ -6,16 +6,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 
-from xtag import connections, jobs, schemas, validation
+from xtag import connections, delivery, jobs, mapping, schemas, validation
 from xtag.collector import sites as site_cache
 from xtag.collector.intake import Rejected, RequestFacts, SiteRules, prepare, validate
 from xtag.extensions import db
-from xtag.models import ApiToken, AuditEntry, Connection, Mapping, Pixel, Site, User, utcnow
+from xtag.models import (
+    ApiToken,
+    AuditEntry,
+    Connection,
+    Delivery,
+    Mapping,
+    Pixel,
+    Site,
+    User,
+    utcnow,
+)
 from xtag.schema import Invalid, Schema
 
 SECRET = "changed"
@@ -331,10 +342,25 @@ def revoke_api_tokens(actor: User | None, rows: list[ApiToken]) -> int:
     return len(live)
 
 
-def preview(site: Site, message: Any) -> dict:
+def _rule(row: Mapping, pixel: Pixel) -> mapping.Rule:
+    return mapping.Rule(pixel.id, pixel.pixel_id, row.x_event_id, row.description, row.fields or {})
+
+
+def draft(data: dict, editing: Mapping | None = None) -> Mapping:
+    """A mapping as typed in a form, checked exactly as on saving, not saved."""
+    values = MAPPINGS.prepare(MAPPINGS.schema.clean(data, partial=editing is not None), editing)
+    kept = ("site_id", "event_name", "description", "fields")
+    base = {c: getattr(editing, c) for c in kept} if editing else {}
+    return Mapping(**{**base, **values, "enabled": True})
+
+
+def preview(
+    site: Site, message: Any, drafted: Mapping | None = None, editing: Mapping | None = None
+) -> dict:
     """What a message would become for this site: the exact conversions per
     pixel, or why it would be dropped. The collector's and the worker's own
-    code, without Redis, the database writes or X."""
+    code, without Redis, the database writes or X. With a draft mapping, as
+    if it were saved (in place of the one being edited)."""
     if not isinstance(message, dict):
         raise Invalid("message must be a JSON object", "message")
     rules = SiteRules(
@@ -346,11 +372,61 @@ def preview(site: Site, message: Any) -> dict:
         raise Invalid(str(exc), "message") from None
     event = prepare(message, kind, rules, RequestFacts(None, None, None, False, utcnow()))
     name = event["message"]["event"]
-    outcome, reason, result = jobs.outcome(
-        event, False, jobs.rules_for({site.id}).get((site.id, name), [])
-    )
+    rules = jobs.rules_for({site.id}).get((site.id, name), [])
+    if editing is not None and editing.enabled:
+        rules = [r for r in rules if r != _rule(editing, editing.pixel)]
+    if drafted is not None and drafted.event_name == name:
+        rules = [*rules, _rule(drafted, db.session.get(Pixel, drafted.pixel_key))]
+    outcome, reason, result = jobs.outcome(event, False, rules)
     conversions = [
         {"pixel": rule.pixel_key, "pixel_id": rule.pixel_id, "conversion": conversion}
         for rule, conversion in (result.conversions if result else [])
     ]
     return {"event_name": name, "outcome": outcome, "reason": reason, "conversions": conversions}
+
+
+def parse_since(raw: str | None, field: str = "since") -> datetime | None:
+    """An ISO 8601 time (UTC unless it says otherwise), or None when not given."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(
+            f"{field} must be an ISO 8601 time, e.g. 2026-11-25T00:00:00Z", field
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def deliveries(
+    status: str | None = None, pixel: str | None = None, since: datetime | None = None
+) -> Select:
+    """Deliveries by status, X pixel id and creation time (the log's filters)."""
+    query = select(Delivery)
+    if status:
+        query = query.where(Delivery.status == status)
+    if pixel:
+        query = query.join(Pixel, Delivery.pixel_key == Pixel.id).where(
+            Pixel.pixel_id == pixel.strip().lower()
+        )
+    if since is not None:
+        query = query.where(Delivery.created_at >= since)
+    return query
+
+
+def retry_failed(
+    actor: User | None, pixel: str | None = None, since: datetime | None = None
+) -> list[int]:
+    """Queue every failed or partial delivery matching the filters again."""
+    query = deliveries(pixel=pixel, since=since).where(Delivery.status.in_(("failed", "partial")))
+    retried = [row.id for row in db.session.scalars(query) if delivery.retry_by_hand(row.id)]
+    filters = {"pixel": pixel or None, "since": iso(since)}
+    audit(
+        actor,
+        "retry",
+        "delivery",
+        ",".join(map(str, retried))[:64],
+        {"count": len(retried), **filters},
+    )
+    db.session.commit()
+    return retried

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__)
 
-from xtag.admin import connect, pages, people, views  # noqa: E402,F401
+from xtag.admin import connect, mapping_pages, pages, people, views  # noqa: E402,F401

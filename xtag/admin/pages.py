@@ -4,7 +4,6 @@ through xtag.services, exactly as the management API's do."""
 from __future__ import annotations
 
 import functools
-import json
 import re
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from wtforms.validators import Optional
 from xtag import delivery, services
 from xtag.admin import bp
 from xtag.extensions import db
-from xtag.models import Connection, Delivery, Mapping, Pixel, ReceivedEvent, Site
+from xtag.models import Connection, Delivery, Pixel, ReceivedEvent, Site
 from xtag.schema import Invalid
 from xtag.x_api import auth
 
@@ -173,140 +172,12 @@ def delivery_retry(delivery_id: int):
     return redirect(url_for("admin.delivery_detail", delivery_id=row.id))
 
 
-class MappingForm(FlaskForm):
-    event_name = StringField("Incoming event name (page views: page)")
-    pixel = SelectField("Pixel", coerce=int)
-    x_event_id = StringField("X event id (o87ne or tw-<pixel>-<event>)")
-    description = StringField("Description sent to X", validators=[Optional()])
-    fields = TextAreaField(
-        "Field overrides, one per line: value=properties.total", validators=[Optional()]
-    )
-
-    def data_for_service(self, site_id: int) -> dict:
-        overrides = {}
-        for line in (self.fields.data or "").splitlines():
-            name, _, path = line.partition("=")
-            if name.strip():
-                overrides[name.strip()] = path.strip()
-        return {
-            "site_id": site_id,
-            "event_name": self.event_name.data or "",
-            "pixel": self.pixel.data,
-            "x_event_id": self.x_event_id.data or "",
-            "description": (self.description.data or "").strip() or None,
-            "fields": overrides,
-        }
-
-
-class PixelForm(FlaskForm):
-    pixel_id = StringField("X pixel id")
-    name = StringField("Name", validators=[Optional()])
-    connection_id = SelectField("Connection", coerce=int)
-
-
-class PreviewForm(FlaskForm):
-    message = TextAreaField("A Segment message (JSON)")
-
-
 def _errors_into(form: FlaskForm, exc: Invalid) -> None:
     field = getattr(form, exc.field or "", None)
     if field is not None and hasattr(field, "errors"):
         field.errors = [*field.errors, exc.message]
     else:
         flash(exc.message, "error")
-
-
-def _sample(site: Site) -> str:
-    """The latest real event of a mapped name, as a message to preview."""
-    names = select(Mapping.event_name).where(Mapping.site_id == site.id)
-    row = db.session.scalar(
-        select(ReceivedEvent)
-        .where(ReceivedEvent.site_id == site.id, ReceivedEvent.event_name.in_(names))
-        .order_by(ReceivedEvent.id.desc())
-    )
-    message = dict(row.message) if row else {"event": "Order Completed", "anonymousId": "a-1"}
-    message.setdefault("context", {})
-    if row and row.identifiers.get("twclid"):
-        message["context"] = {**message["context"], "twclid": row.identifiers["twclid"]}
-    return json.dumps(message, indent=2)
-
-
-@bp.route("/sites/<int:site_id>/mappings", methods=["GET", "POST"])
-@login_required
-def mappings(site_id: int):
-    site = db.session.get(Site, site_id) or abort(404)
-    pixels = db.session.scalars(select(Pixel).order_by(Pixel.pixel_id)).all()
-    form, pixel_form, preview_form = (
-        MappingForm(prefix="m"),
-        PixelForm(prefix="p"),
-        PreviewForm(prefix="v"),
-    )
-    form.pixel.choices = [SelectChoice(p.id, f"{p.pixel_id} {p.name}") for p in pixels]
-    connections = db.session.scalars(select(Connection).order_by(Connection.name)).all()
-    pixel_form.connection_id.choices = [SelectChoice(c.id, c.name) for c in connections]
-    result = None
-    action = request.form.get("action")
-    if request.method == "POST" and not FlaskForm().validate():
-        abort(400)
-    try:
-        if action == "mapping" and form.validate():
-            services.create(services.MAPPINGS, current_user, form.data_for_service(site.id))
-            flash("Mapping added.", "ok")
-            return redirect(url_for("admin.mappings", site_id=site.id))
-        if action == "pixel" and pixel_form.validate():
-            data = {"pixel_id": pixel_form.pixel_id.data or "", "name": pixel_form.name.data or ""}
-            data["connection_id"] = pixel_form.connection_id.data
-            services.create(services.PIXELS, current_user, data)
-            flash("Pixel added.", "ok")
-            return redirect(url_for("admin.mappings", site_id=site.id))
-        if action == "preview" and preview_form.validate():
-            try:
-                message = json.loads(preview_form.message.data or "")
-            except ValueError:
-                raise Invalid("the message is not valid JSON", "message") from None
-            result = services.preview(site, message)
-    except Invalid as exc:
-        _errors_into({"mapping": form, "pixel": pixel_form, "preview": preview_form}[action], exc)
-    if not preview_form.message.data:
-        preview_form.message.data = _sample(site)
-    rows = db.session.scalars(
-        select(Mapping).where(Mapping.site_id == site.id).order_by(Mapping.event_name)
-    ).all()
-    mapped = {m.event_name for m in rows}
-    recent = db.session.scalars(
-        select(ReceivedEvent.event_name)
-        .where(ReceivedEvent.site_id == site.id, ReceivedEvent.event_name.is_not(None))
-        .distinct()
-        .limit(50)
-    ).all()
-    return render_template(
-        "admin/mappings.html",
-        site=site,
-        mappings=rows,
-        form=form,
-        pixel_form=pixel_form,
-        preview_form=preview_form,
-        action_form=ActionForm(),
-        result=result,
-        preview_json=json.dumps(result, indent=2) if result else None,
-        suggestions=sorted(set(recent) - mapped),
-        has_pixels=bool(pixels),
-        has_connections=bool(connections),
-    )
-
-
-@bp.route("/mappings/<int:mapping_id>/<any(toggle, delete):change>", methods=["POST"])
-@login_required
-def mapping_change(mapping_id: int, change: str):
-    row = db.session.get(Mapping, mapping_id) or abort(404)
-    if not ActionForm().validate_on_submit():
-        abort(400)
-    site_id = row.site_id
-    if change == "toggle":
-        services.update(services.MAPPINGS, current_user, row, {"enabled": not row.enabled})
-    else:
-        services.delete(services.MAPPINGS, current_user, row)
-    return redirect(url_for("admin.mappings", site_id=site_id))
 
 
 class ConnectionForm(FlaskForm):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from flask import g, jsonify, request
 from sqlalchemy import func, select
@@ -76,16 +76,7 @@ def _int_arg(name: str, default: int | None, low: int = 0, high: int | None = No
 
 
 def _since() -> datetime | None:
-    raw = request.args.get("since")
-    if raw is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise Invalid(
-            "since must be an ISO 8601 time, e.g. 2026-11-25T00:00:00Z", "since"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return services.parse_since(request.args.get("since"))
 
 
 def _page(query, serialize, order):
@@ -207,17 +198,8 @@ def delivery_dict(row: Delivery, detail: bool = False) -> dict:
 
 
 def _deliveries_query():
-    query = select(Delivery)
-    if "status" in request.args:
-        query = query.where(Delivery.status == request.args["status"])
-    if "pixel" in request.args:
-        query = query.join(Pixel, Delivery.pixel_key == Pixel.id).where(
-            Pixel.pixel_id == request.args["pixel"].strip().lower()
-        )
-    since = _since()
-    if since is not None:
-        query = query.where(Delivery.created_at >= since)
-    return query
+    args = request.args
+    return services.deliveries(args.get("status"), args.get("pixel"), _since())
 
 
 @bp.route("/deliveries", methods=["GET"])
@@ -259,12 +241,7 @@ def delivery_retry(row_id: int):
 @requires("admin")
 def deliveries_retry():
     """Retry every failed delivery, filtered by ?pixel= and ?since=."""
-    query = _deliveries_query().where(Delivery.status.in_(("failed", "partial")))
-    retried = [row.id for row in db.session.scalars(query) if delivery.retry_by_hand(row.id)]
-    services.audit(
-        g.api_user, "retry", "delivery", ",".join(map(str, retried))[:64], {"count": len(retried)}
-    )
-    db.session.commit()
+    retried = services.retry_failed(g.api_user, request.args.get("pixel"), _since())
     return jsonify(retried=retried)
 
 
