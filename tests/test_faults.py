@@ -18,10 +18,13 @@ import requests
 from werkzeug.serving import make_server
 
 from tests import pii
-from tests.test_delivery import basic, order, setup_shop
+from tests.test_api import token_for
+from tests.test_delivery import basic, deliveries, items, order, send, setup_shop
 from tests.workers import kill, log_tail, start_worker
-from xtag import embedded
+from xtag import embedded, queue
+from xtag import worker as worker_module
 from xtag.extensions import db
+from xtag.models import Delivery
 
 
 class RedisServer:
@@ -172,3 +175,124 @@ def test_redis_restarts_lose_no_accepted_event(
     assert not pii.leaks(db, stored)
     stored.close()
     assert not pii.found_in(log.read_text(errors="replace"))
+
+
+# --- X failing for a while ----------------------------------------------------------
+
+RETRY_DELAYS = "1,2,3"
+MOST_ATTEMPTS = 1 + len(RETRY_DELAYS.split(","))
+
+
+def x_worker(environ, fake_x, log: Path) -> subprocess.Popen:
+    """A worker on the scaled-down retry schedule, up and reporting."""
+    process = start_worker(
+        environ, fake_x, log, XTAG_RETRY_DELAYS=RETRY_DELAYS, XTAG_X_TIMEOUT_SECONDS="1"
+    )
+    client = queue.redis_client()
+    assert fake_x.wait_for(lambda: worker_module.alive(client), timeout=30), log_tail(log)
+    return process
+
+
+def settled() -> list[Delivery]:
+    """Every delivery, once none is still being sent or waiting for a retry."""
+    rows = deliveries()
+    busy = [d for d in rows if d.status in ("pending", "sending", "retrying")]
+    db.session.commit()  # ends the read: no snapshot or lock kept while waiting
+    return [] if busy else rows
+
+
+def tries_per_conversion(fake_x) -> dict[str, int]:
+    """How many requests to X carried each conversion_id."""
+    counts: dict[str, int] = defaultdict(int)
+    for request in fake_x.calls():
+        for conversion in request.conversions:
+            counts[conversion["conversion_id"]] += 1
+    return counts
+
+
+def _start_outage(fake_x, fault: str) -> float:
+    """X fails every request from now; returns when it recovers by itself
+    (its rate limit window resets) or should be told to (fake_x.recover())."""
+    if fault == "429":
+        fake_x.rate_limit_remaining = 0
+        fake_x.rate_limit_reset = reset = int(time.time()) + 3
+        return reset
+    if fault == "503":
+        fake_x.fail_next(503, n=10**6)
+    else:
+        fake_x.hang_next(3, n=10**6)  # past the worker's 1 s timeout; then X answers
+    return time.time() + 2.5
+
+
+@pytest.mark.parametrize("fault", ["503", "429", "hang"])
+def test_x_failing_for_a_while_delivers_everything_within_the_retry_schedule(
+    app, client, ctx, environ, fake_x, tmp_path, fault
+):
+    site = setup_shop(fake_x)
+    log = tmp_path / "worker.log"
+    worker = x_worker(environ, fake_x, log)
+    try:
+        recovery = _start_outage(fake_x, fault)
+        send(client, site, [order(n) for n in range(500)])  # a full batch: sent at once
+        time.sleep(1)
+        send(client, site, [order(n) for n in range(500, 800)])  # sent after the window
+        time.sleep(max(0.0, recovery - time.time()))
+        fake_x.recover()
+        expected = {f"order-{n}" for n in range(800)}
+        delivered = fake_x.wait_for(
+            lambda: {c["conversion_id"] for c in fake_x.accepted()} >= expected, timeout=60
+        )
+        assert delivered, log_tail(log)
+        rows = []
+        assert fake_x.wait_for(lambda: rows.extend(settled()) or rows, timeout=30)
+    finally:
+        kill(worker)
+    answers = [r.status for r in fake_x.calls()]
+    assert {d.status for d in rows} == {"delivered"}
+    assert sum(d.conversions for d in rows) == 800
+    assert all(d.attempts <= MOST_ATTEMPTS and d.retries < MOST_ATTEMPTS for d in rows)
+    assert max(tries_per_conversion(fake_x).values()) <= MOST_ATTEMPTS
+    assert {c["conversion_id"] for c in fake_x.accepted()} == expected
+    if fault == "429":  # the worker waited for the reset instead of asking again
+        first = answers.index(429)
+        assert all(r.received_at >= recovery for r in fake_x.calls()[first + 1 :])
+    elif fault == "503":
+        assert answers.count(503) >= 2
+    else:
+        assert "timed out waiting for X" in {a.error for d in rows for a in d.attempt_log}
+    assert not pii.found_in(log.read_text(errors="replace"))
+
+
+def test_past_the_last_retry_deliveries_fail_and_a_retry_by_hand_delivers(
+    app, client, ctx, runner, environ, fake_x, tmp_path
+):
+    site = setup_shop(fake_x)
+    admin = token_for("admin")
+    log = tmp_path / "worker.log"
+    worker = x_worker(environ, fake_x, log)
+    try:
+        fake_x.fail_next(503, n=10**6)
+        send(client, site, [order(n) for n in range(600)])
+        rows = []
+        assert fake_x.wait_for(lambda: rows.extend(settled()) or rows, timeout=60), log_tail(log)
+        assert [(d.status, d.attempts, d.retries) for d in rows] == [
+            ("failed", MOST_ATTEMPTS, MOST_ATTEMPTS - 1)
+        ] * 2
+        assert {i.status for i in items()} == {"failed"}
+        assert fake_x.accepted() == []
+        assert max(tries_per_conversion(fake_x).values()) == MOST_ATTEMPTS
+
+        fake_x.recover()
+        first, second = rows
+        assert client.post(f"/api/v1/deliveries/{first.id}/retry", headers=admin).status_code == 200
+        result = runner.invoke(args=["xtag", "retry-failed"])
+        assert result.exit_code == 0, result.output
+        again = []
+        # At once, not when the sweep finds the retries overdue (10 s and more).
+        assert fake_x.wait_for(lambda: again.extend(settled()) or again, timeout=8)
+    finally:
+        kill(worker)
+    assert [(d.status, d.attempts) for d in again] == [("delivered", MOST_ATTEMPTS + 1)] * 2
+    assert sorted(c["conversion_id"] for c in fake_x.accepted()) == sorted(
+        f"order-{n}" for n in range(600)
+    )

@@ -110,7 +110,9 @@ def _hold(connection_id: int, until: float) -> None:
 
 def schedule_flushes(pixel_keys: set[int]) -> set[int]:
     """After conversions were buffered: flush at once where 500 wait; returns
-    the other pixels, whose flush the caller runs when the batch window ends."""
+    every pixel, whose flush the caller runs when the batch window ends: a
+    full batch sent now can leave a young tail behind, and nothing else would
+    send it before the sweep."""
     if not pixel_keys:
         return set()
     waiting = dict(
@@ -120,13 +122,10 @@ def schedule_flushes(pixel_keys: set[int]) -> set[int]:
             .group_by(DeliveryItem.pixel_key)
         ).all()
     )
-    later = set()
     for pixel_key in pixel_keys:
         if waiting.get(pixel_key, 0) >= BATCH_MAX:
             flush(pixel_key)
-        else:
-            later.add(pixel_key)
-    return later
+    return pixel_keys
 
 
 def _flag(pixel_key: int) -> str:
@@ -150,9 +149,13 @@ def _enqueue(function: str, at: datetime | None, job_id: str | None, **kwargs) -
 
 
 def _retry_later(delivery: Delivery, at: datetime) -> None:
+    """Commit the delivery as retrying, then queue its job: queued first, the
+    job could run before the commit, find nothing to retry and be lost until
+    the sweep finds the retry overdue."""
     delivery.status = "retrying"
     delivery.next_retry_at = at
     metrics.RETRIES_SCHEDULED.inc()
+    db.session.commit()
     _enqueue(
         "xtag.jobs.retry_delivery",
         at,
@@ -334,9 +337,10 @@ def _finish(delivery: Delivery, retry: Verdict | None) -> None:
         if retry.retry_at:
             at = max(at, retry.retry_at + random.uniform(0, 1))
         delivery.retries += 1
-        _retry_later(delivery, datetime.fromtimestamp(at, UTC))
+        retry_at = datetime.fromtimestamp(at, UTC)
         if delivery.attempt_log:
-            delivery.attempt_log[-1].next_retry_at = delivery.next_retry_at
+            delivery.attempt_log[-1].next_retry_at = retry_at
+        _retry_later(delivery, retry_at)
     else:
         if outstanding:
             given_up = _give_up(delivery.id, retry.message if retry else "not delivered")
@@ -379,7 +383,6 @@ def send(delivery_id: int) -> str:
     held = held_until(connection.id)
     if held:
         _retry_later(delivery, datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
-        db.session.commit()
         return delivery.status
     if not _take(delivery):
         return delivery.status  # another worker is sending it, or already did
@@ -411,7 +414,6 @@ def retry_by_hand(delivery_id: int) -> bool:
         item.status, item.error = "sending", None
     delivery.status, delivery.retries = "retrying", 0
     _retry_later(delivery, utcnow())
-    db.session.commit()
     return True
 
 

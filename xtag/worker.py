@@ -74,6 +74,7 @@ class Intake:
         self._retry_own = True
         self.window = app.config["XTAG_BATCH_WINDOW_MS"] / 1000
         self.due: dict[int, float] = {}  # pixel -> when its partial batch is flushed
+        self.youngest: dict[int, float] = {}  # pixel -> when its latest conversions are due
         self.read_count = READ_COUNT
         inbox.ensure_group(self.client)
 
@@ -91,13 +92,20 @@ class Intake:
         return inbox.read(self.client, self.name, self.read_count, block_ms)
 
     def flush_due(self, everything: bool = False) -> None:
+        """Flush pixels whose oldest buffered conversions have waited the
+        window; conversions buffered since are too young for that flush to
+        take (see delivery.claim), so their own flush comes when they are due."""
         now = time.monotonic()
         ready = [p for p, at in self.due.items() if everything or at <= now]
         if ready:
             with self.app.app_context():
                 for pixel_key in ready:
                     delivery.flush(pixel_key)
-                    del self.due[pixel_key]
+                    youngest = self.youngest.pop(pixel_key, now)
+                    if youngest > now and not everything:
+                        self.due[pixel_key] = youngest
+                    else:
+                        del self.due[pixel_key]
 
     def _block_ms(self, block_ms: int | None) -> int | None:
         if block_ms is None or not self.due:
@@ -145,6 +153,7 @@ class Intake:
         due = time.monotonic() + self.window
         for pixel_key in later:
             self.due.setdefault(pixel_key, due)
+            self.youngest[pixel_key] = due
         return len(entries)
 
     def drain(self) -> int:
