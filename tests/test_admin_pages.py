@@ -293,3 +293,43 @@ def test_new_mapping_routes_refuse_a_missing_csrf_token(app, x_app, client, ctx,
     app.config["WTF_CSRF_ENABLED"] = True
     assert client.post(f"/sites/{site.id}/preview", data={"v-message": "{}"}).status_code == 400
     assert client.post(f"/mappings/{mapping.id}", data={"m-event_name": "x"}).status_code == 400
+
+
+def test_retry_all_failed_for_a_filter(app, x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    fake_x.fail_next(404, n=2)
+    for n in (1, 2):
+        client.post("/v1/track", json=order(n), headers=basic(site.write_key))
+        deliver()
+    assert db.session.scalar(select(func.count()).where(Delivery.status == "failed")) == 2
+    login(client, "marketer")
+    page = client.get("/deliveries?status=failed").get_data(as_text=True)
+    assert "Retry all failed" not in page
+    assert client.post("/deliveries/retry").status_code == 403
+    client.post("/logout")
+    login(client, "admin")
+    page = client.get(f"/deliveries?status=failed&pixel={PIXEL}").get_data(as_text=True)
+    assert f"Retry all failed for pixel {PIXEL}" in page
+    assert client.get("/deliveries?since=yesterday").status_code == 200  # a clear message
+    r = client.post("/deliveries/retry", data={"pixel": "other1"})
+    assert r.status_code == 302
+    assert "0 failed deliveries queued again" in client.get(r.headers["Location"]).get_data(
+        as_text=True
+    )
+    r = client.post("/deliveries/retry", data={"pixel": PIXEL, "since": "2020-01-01T00:00"})
+    assert "2 failed deliveries queued again" in client.get(r.headers["Location"]).get_data(
+        as_text=True
+    )
+    deliver()
+    assert {d.status for d in db.session.scalars(select(Delivery))} == {"delivered"}
+    assert len(fake_x.accepted()) == 2
+    app.config["WTF_CSRF_ENABLED"] = True
+    assert client.post("/deliveries/retry", data={"pixel": PIXEL}).status_code == 400
+
+
+def test_event_debugger_refreshes_itself_and_keeps_its_filters(client, ctx):
+    site = factories.site()
+    login(client)
+    page = client.get(f"/events?site_id={site.id}&event_name=Signup").get_data(as_text=True)
+    live = re.search(r'<div id="events-live" hx-get="([^"]+)" hx-trigger="every 3s"', page)
+    assert live and html.unescape(live.group(1)) == f"/events?site_id={site.id}&event_name=Signup"

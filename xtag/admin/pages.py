@@ -18,7 +18,7 @@ from wtforms.validators import Optional
 from xtag import delivery, services
 from xtag.admin import bp
 from xtag.extensions import db
-from xtag.models import Connection, Delivery, Pixel, ReceivedEvent, Site
+from xtag.models import Connection, Delivery, ReceivedEvent, Site
 from xtag.schema import Invalid
 from xtag.x_api import auth
 
@@ -131,18 +131,42 @@ def events():
     )
 
 
+def _delivery_filters() -> dict:
+    args = request.values
+    return {k: args.get(k, "").strip() for k in ("status", "pixel", "since")}
+
+
 @bp.route("/deliveries")
 @login_required
 def deliveries():
-    query = select(Delivery).order_by(Delivery.id.desc()).limit(PAGE)
-    status = request.args.get("status", "").strip()
-    pixel = request.args.get("pixel", "").strip().lower()
-    if status:
-        query = query.where(Delivery.status == status)
-    if pixel:
-        query = query.join(Pixel, Delivery.pixel_key == Pixel.id).where(Pixel.pixel_id == pixel)
-    rows = db.session.scalars(query).all()
-    return render_template("admin/deliveries.html", deliveries=rows, status=status, pixel=pixel)
+    filters = _delivery_filters()
+    try:
+        since = services.parse_since(filters["since"])
+    except Invalid as exc:
+        flash(exc.message, "error")
+        since = filters["since"] = None
+    query = services.deliveries(filters["status"], filters["pixel"], since)
+    rows = db.session.scalars(query.order_by(Delivery.id.desc()).limit(PAGE)).all()
+    return render_template("admin/deliveries.html", deliveries=rows, form=ActionForm(), **filters)
+
+
+@bp.route("/deliveries/retry", methods=["POST"])
+@login_required
+@admin_only
+def deliveries_retry():
+    """Retry every failed delivery the log's filters (pixel, since) select."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    filters = _delivery_filters()
+    try:
+        retried = services.retry_failed(
+            current_user, filters["pixel"], services.parse_since(filters["since"])
+        )
+    except Invalid as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"{len(retried)} failed deliveries queued again.", "ok")
+    return redirect(url_for("admin.deliveries", **{k: v for k, v in filters.items() if v}))
 
 
 @bp.route("/deliveries/<int:delivery_id>")
