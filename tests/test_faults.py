@@ -5,7 +5,10 @@ worker SIGKILLed again and again. Whatever the collector answered 200 reaches
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -15,6 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
 from tests import pii
@@ -24,7 +29,7 @@ from tests.workers import kill, log_tail, start_worker
 from xtag import embedded, queue
 from xtag import worker as worker_module
 from xtag.extensions import db
-from xtag.models import Delivery
+from xtag.models import Delivery, ReceivedEvent
 
 
 class RedisServer:
@@ -134,14 +139,12 @@ def test_redis_restarts_lose_no_accepted_event(
     def answered(status):
         return set().union(*(s.answers[status] for s in senders))
 
-    def reached_x():
-        return {c["conversion_id"] for c in fake_x.accepted()}
-
     try:
         for _ in range(2):
             accepted_before = len(answered(200))
             assert fake_x.wait_for(
-                lambda n=accepted_before: len(answered(200)) > n + 200 and reached_x(), timeout=30
+                lambda n=accepted_before: len(answered(200)) > n + 200 and reached(fake_x),
+                timeout=30,
             ), log_tail(log)
             own_redis.kill()
             refused_before = len(answered(503))
@@ -159,18 +162,16 @@ def test_redis_restarts_lose_no_accepted_event(
         thread.join(timeout=5)
     accepted, refused = answered(200), answered(503)
     try:
-        delivered = fake_x.wait_for(lambda: reached_x() >= accepted, timeout=60)
+        delivered = fake_x.wait_for(lambda: reached(fake_x) >= accepted, timeout=60)
     finally:
         kill(worker)
-    assert delivered, (
-        f"{len(accepted - reached_x())} of {len(accepted)} accepted conversions never reached X; "
-        f"worker log:\n{log_tail(log)}"
-    )
+    lost = accepted - reached(fake_x)
+    assert delivered, f"{len(lost)} of {len(accepted)} accepted never reached X:\n{log_tail(log)}"
     assert {status for s in senders for status in s.answers} == {200, 503}
     assert {value for s in senders for value in s.retry_after} == {"5"}
     # A 503 may still have queued its event (Redis died before answering):
     # then it reaches X too, but nothing reaches X that was never sent.
-    assert reached_x() <= accepted | refused
+    assert reached(fake_x) <= accepted | refused
     stored = redis.Redis.from_url(own_redis.url)
     assert not pii.leaks(db, stored)
     stored.close()
@@ -199,6 +200,25 @@ def settled() -> list[Delivery]:
     busy = [d for d in rows if d.status in ("pending", "sending", "retrying")]
     db.session.commit()  # ends the read: no snapshot or lock kept while waiting
     return [] if busy else rows
+
+
+def reached(fake_x) -> set[str]:
+    """The conversion ids X accepted."""
+    return {c["conversion_id"] for c in fake_x.accepted()}
+
+
+def wait_settled(fake_x, log: Path, timeout: float = 30) -> list[Delivery]:
+    rows: list[Delivery] = []
+    assert fake_x.wait_for(lambda: rows.extend(settled()) or rows, timeout=timeout), log_tail(log)
+    return rows
+
+
+def wait_delivered(fake_x, log: Path, total: int) -> list[Delivery]:
+    """Once orders 0 to total - 1 all reached X and no delivery is still
+    being sent or waiting for a retry: the deliveries."""
+    expected = {f"order-{n}" for n in range(total)}
+    assert fake_x.wait_for(lambda: reached(fake_x) >= expected, timeout=60), log_tail(log)
+    return wait_settled(fake_x, log)
 
 
 def tries_per_conversion(fake_x) -> dict[str, int]:
@@ -238,13 +258,7 @@ def test_x_failing_for_a_while_delivers_everything_within_the_retry_schedule(
         send(client, site, [order(n) for n in range(500, 800)])  # sent after the window
         time.sleep(max(0.0, recovery - time.time()))
         fake_x.recover()
-        expected = {f"order-{n}" for n in range(800)}
-        delivered = fake_x.wait_for(
-            lambda: {c["conversion_id"] for c in fake_x.accepted()} >= expected, timeout=60
-        )
-        assert delivered, log_tail(log)
-        rows = []
-        assert fake_x.wait_for(lambda: rows.extend(settled()) or rows, timeout=30)
+        rows = wait_delivered(fake_x, log, 800)
     finally:
         kill(worker)
     answers = [r.status for r in fake_x.calls()]
@@ -252,7 +266,7 @@ def test_x_failing_for_a_while_delivers_everything_within_the_retry_schedule(
     assert sum(d.conversions for d in rows) == 800
     assert all(d.attempts <= MOST_ATTEMPTS and d.retries < MOST_ATTEMPTS for d in rows)
     assert max(tries_per_conversion(fake_x).values()) <= MOST_ATTEMPTS
-    assert {c["conversion_id"] for c in fake_x.accepted()} == expected
+    assert reached(fake_x) == {f"order-{n}" for n in range(800)}
     if fault == "429":  # the worker waited for the reset instead of asking again
         first = answers.index(429)
         assert all(r.received_at >= recovery for r in fake_x.calls()[first + 1 :])
@@ -273,8 +287,7 @@ def test_past_the_last_retry_deliveries_fail_and_a_retry_by_hand_delivers(
     try:
         fake_x.fail_next(503, n=10**6)
         send(client, site, [order(n) for n in range(600)])
-        rows = []
-        assert fake_x.wait_for(lambda: rows.extend(settled()) or rows, timeout=60), log_tail(log)
+        rows = wait_settled(fake_x, log, timeout=60)
         assert [(d.status, d.attempts, d.retries) for d in rows] == [
             ("failed", MOST_ATTEMPTS, MOST_ATTEMPTS - 1)
         ] * 2
@@ -287,12 +300,157 @@ def test_past_the_last_retry_deliveries_fail_and_a_retry_by_hand_delivers(
         assert client.post(f"/api/v1/deliveries/{first.id}/retry", headers=admin).status_code == 200
         result = runner.invoke(args=["xtag", "retry-failed"])
         assert result.exit_code == 0, result.output
-        again = []
         # At once, not when the sweep finds the retries overdue (10 s and more).
-        assert fake_x.wait_for(lambda: again.extend(settled()) or again, timeout=8)
+        again = wait_settled(fake_x, log, timeout=8)
     finally:
         kill(worker)
     assert [(d.status, d.attempts) for d in again] == [("delivered", MOST_ATTEMPTS + 1)] * 2
-    assert sorted(c["conversion_id"] for c in fake_x.accepted()) == sorted(
-        f"order-{n}" for n in range(600)
-    )
+    assert reached(fake_x) == {f"order-{n}" for n in range(600)}
+
+
+# --- the database unavailable ----------------------------------------------------
+
+
+class SqliteLock:
+    """SQLite's outage: another connection holds an exclusive lock, so the
+    worker's reads and writes wait, then fail ("database is locked", 5 s)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.path = make_url(url).database
+        self.holder: sqlite3.Connection | None = None
+
+    def cut(self) -> None:
+        self.holder = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.holder.execute("BEGIN EXCLUSIVE")
+
+    def mend(self) -> None:
+        assert self.holder is not None
+        self.holder.execute("ROLLBACK")
+        self.holder.close()
+        self.holder = None
+
+    def close(self) -> None:
+        if self.holder is not None:
+            self.mend()
+
+
+class TcpProxy:
+    """PostgreSQL's outage, for the worker only (others may share the server):
+    the worker reaches it through this loopback proxy, and cut() resets every
+    connection and refuses new ones, as a database restart does; mend() lets
+    connections through again."""
+
+    def __init__(self, url: str):
+        target = make_url(url)
+        self.upstream = (target.host or "127.0.0.1", target.port or 5432)
+        self.listener = self._listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.url = target.set(host="127.0.0.1", port=self.port).render_as_string(
+            hide_password=False
+        )
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.up = threading.Event()
+        self.up.set()
+        self.closed = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _listen(port: int) -> socket.socket:
+        listener = socket.create_server(("127.0.0.1", port))
+        listener.settimeout(0.1)
+        return listener
+
+    def _serve(self) -> None:
+        while not self.closed:
+            self.up.wait()
+            try:
+                near, _ = self.listener.accept()
+            except OSError:  # a timeout, or the listener closed by cut()
+                continue
+            with self.lock:
+                try:
+                    if not self.up.is_set():
+                        raise ConnectionRefusedError("cut")
+                    far = socket.create_connection(self.upstream, timeout=5)
+                except OSError:
+                    near.close()
+                    continue
+                for end in (near, far):
+                    end.settimeout(None)
+                self.sockets += [near, far]
+            for source, sink in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self.lock:
+            self.up.clear()
+            self.listener.close()
+            for end in self.sockets:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+            self.sockets = []
+
+    def mend(self) -> None:
+        with self.lock:
+            self.listener = self._listen(self.port)
+            self.up.set()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.up.is_set():
+            self.cut()
+        self.up.set()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def flaky_database(environ):
+    url = environ["DATABASE_URL"]
+    gate = SqliteLock(url) if url.startswith("sqlite") else TcpProxy(url)
+    yield gate
+    gate.close()
+
+
+def test_database_unavailable_during_delivery_loses_nothing(
+    app, ctx, environ, make_app, fake_x, flaky_database, tmp_path
+):
+    """The database goes away while a batch is on its way to X (so the
+    worker cannot record X's answer) and while more events arrive; once it
+    is back, every conversion reaches X and every delivery is logged."""
+    site = setup_shop(fake_x)
+    collector = make_app(XTAG_SITE_CACHE_SECONDS="300").test_client()  # no query per event
+    log = tmp_path / "worker.log"
+    worker = start_worker(environ, fake_x, log, DATABASE_URL=flaky_database.url)
+    try:
+        fake_x.hang_next(2)
+        send(collector, site, [order(n) for n in range(500)])
+        assert fake_x.wait_for(lambda: fake_x.calls(), timeout=30), log_tail(log)
+        flaky_database.cut()
+        try:
+            send(collector, site, [order(n) for n in range(500, 800)])
+            time.sleep(8)  # past SQLite's 5 s busy timeout: queries fail, not only wait
+        finally:
+            flaky_database.mend()
+        rows = wait_delivered(fake_x, log, 800)
+    finally:
+        kill(worker)
+    assert {d.status for d in rows} == {"delivered"}
+    assert sum(d.conversions for d in rows) == 800
+    assert {i.status for i in items()} == {"delivered"}
+    assert reached(fake_x) == {f"order-{n}" for n in range(800)}
+    assert db.session.scalar(select(func.count()).select_from(ReceivedEvent)) == 800
+    # The outage was real: the worker's queries failed while it lasted.
+    assert "OperationalError" in log.read_text(errors="replace")
