@@ -31,7 +31,7 @@
       datasets: [{ label: "events", data: data.drops.map(function (row) { return row.count; }),
                    backgroundColor: colors.dropped }]
     },
-    options: Object.assign({ indexAxis: "y", plugins: { legend: { display: false } } }, common)
+    options: Object.assign({ indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { ticks: { precision: 0 } } } }, common)
   });
   draw("conversions-chart", {
     type: "bar",
@@ -42,7 +42,7 @@
                  backgroundColor: colors[name === "delivered" ? "forwarded" : name === "failed" ? "dropped" : "pending"] };
       })
     },
-    options: Object.assign({ scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } }, common)
+    options: Object.assign({ scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } }, common)
   });
   document.body.classList.add("charts-on");
 })();

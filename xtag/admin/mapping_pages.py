@@ -86,9 +86,14 @@ def _sample(site: Site, event_name: str | None = None) -> str:
     )
     made_up = {"event": event_name or "Order Completed", "anonymousId": "a-1"}
     message = dict(row.message) if row else made_up
-    message.setdefault("context", {})
-    if row and row.identifiers.get("twclid"):
-        message["context"] = {**message["context"], "twclid": row.identifiers["twclid"]}
+    if row:  # what the collector took from the request itself, back where a site puts it
+        ids = row.identifiers
+        context = {"twclid": ids.get("twclid"), "ip": ids.get("ip_address")}
+        context["userAgent"] = ids.get("user_agent")
+        message["context"] = {
+            **(message.get("context") or {}),
+            **{k: v for k, v in context.items() if v},
+        }
     return json.dumps(message, indent=2)
 
 

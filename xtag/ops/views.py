@@ -7,7 +7,7 @@ import hmac
 import ipaddress
 
 import redis
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, jsonify, request, send_from_directory
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,6 +35,12 @@ def metrics_page():
         return response
     body = metrics.exposition(queue.redis_client(), db.session)
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.route("/favicon.ico")
+def favicon():
+    """For pages that name no icon (browsers ask for this one)."""
+    return send_from_directory(current_app.static_folder, "favicon.svg", max_age=86400)
 
 
 @bp.route("/healthz")

@@ -1,0 +1,200 @@
+"""The admin in real Chromium, walked as new users would: an admin connects
+an X account and adds a marketer; the marketer adds a site, installs its
+snippet, maps an event (wrongly at first), watches a real beacon event in
+the debugger, fixes the mapping with the live preview, and sees the
+conversion delivered. CSRF is on, as in production.
+
+Screenshots go to a temporary directory, or to XTAG_SCREENSHOTS (the README's
+come from `XTAG_SCREENSHOTS=docs/screenshots make test`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests import factories
+from tests.fake_x import FakeX
+from tests.test_beacon import CHROMIUM, CHROMIUM_ARGS, Shop, needs_chromium
+from tests.test_delivery import EVENT, PIXEL
+from xtag import worker
+from xtag.extensions import db
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def x(app, live_server):
+    with FakeX() as server:
+        server.oauth1_callback_urls = {f"{live_server}/connections/connect/oauth1/callback"}
+        app.config.update(
+            WTF_CSRF_ENABLED=True,
+            XTAG_X_API_BASE=server.base_url,
+            XTAG_X_OAUTH1_BASE=server.base_url,
+            XTAG_X_TIMEOUT_SECONDS=5,
+        )
+        yield server
+
+
+@pytest.fixture
+def shots(tmp_path):
+    directory = Path(os.environ.get("XTAG_SCREENSHOTS") or tmp_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+class Browser:
+    """One user's browser: a page, and every console error it saw."""
+
+    def __init__(self, chromium, base: str, shots: Path):
+        self.context = chromium.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(15_000)
+        self.base, self.shots, self.errors = base, shots, []
+        self.page.on(
+            "console",
+            lambda m: m.type == "error" and self.errors.append(f"{self.page.url}: {m.text}"),
+        )
+        self.page.on(
+            "response",
+            lambda r: r.status >= 400 and self.errors.append(f"{r.status} {r.url}"),
+        )
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def go(self, path: str) -> None:
+        self.page.goto(self.base + path)
+
+    def log_in(self, email: str) -> None:
+        self.go("/login")
+        self.page.fill("input[name=email]", email)
+        self.page.fill("input[name=password]", PASSWORD)
+        self.page.click("button:text('Log in')")
+        self.page.wait_for_url(self.base + "/")
+
+    def nav(self, name: str) -> None:
+        self.page.click(f"nav a:text-is('{name}')")
+
+    def flash(self) -> str:
+        return self.page.inner_text(".flash")
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@needs_chromium
+def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium, shots, deliver):
+    factories.user("admin@example.com", role="admin", password=PASSWORD)
+    db.session.remove()
+
+    # The admin connects the X account by signing in on X, and adds a marketer.
+    admin = Browser(chromium, live_server, shots)
+    admin.log_in("admin@example.com")
+    admin.nav("Connections")
+    admin.page.click("button:text('Connect with OAuth 1.0a')")
+    admin.page.fill("input[name=name]", "Brand account")
+    admin.page.fill("input[name=consumer_key]", x.consumer_key)
+    admin.page.fill("input[name=consumer_secret]", x.consumer_secret)
+    admin.page.click("button:text('Continue to X')")
+    admin.page.wait_for_url(live_server + "/connections")
+    assert "Connected Brand account" in admin.flash()
+    admin.nav("Users")
+    admin.page.fill("input[name=email]", "marketer@example.com")
+    admin.page.fill("input[name=password]", PASSWORD)
+    admin.page.click("button:text('Add user')")
+    assert "marketer@example.com" in admin.page.inner_text("table")
+
+    # The marketer adds a site and gets its snippet.
+    marketer = Browser(chromium, live_server, shots)
+    marketer.log_in("marketer@example.com")
+    assert "Connections" not in marketer.page.inner_text("nav")
+    shop = Shop(live_server, write_key="")
+    marketer.nav("Sites")
+    marketer.page.fill("input[name=name]", "Shop")
+    marketer.page.fill("textarea[name=allowed_origins]", shop.origin)
+    marketer.page.click("button:text('Add site')")
+    shop.write_key = marketer.page.inner_text("#write-key")
+    snippet = marketer.page.inner_text("#snippet")
+    assert shop.write_key in snippet and live_server in snippet
+    marketer.shot("site")
+
+    # A pixel, and a mapping for the wrong event name.
+    marketer.page.click("a:text('Mappings and preview')")
+    marketer.page.fill("input[name=p-pixel_id]", PIXEL)
+    marketer.page.fill("input[name=p-name]", "Main pixel")
+    marketer.page.click("button:text('Add pixel')")
+    marketer.page.fill("input[name=m-event_name]", "Purchase")
+    marketer.page.fill("input[name=m-x_event_id]", EVENT)
+    marketer.page.click("button:text('Add mapping')")
+    assert "Mapping added" in marketer.flash()
+
+    # The shop sends a real order with the beacon: it is recorded, but unmapped.
+    shop.pages["order.html"] = (
+        'xtag.track("Order Completed", {order_id: "A-1", value: 42, currency: "eur",'
+        ' email: "Jane.Doe+xtag@Example.com"});'
+    )
+    visitor = chromium.new_context()
+    visitor.new_page().goto(shop.url("order.html?twclid=abc123"))
+    try:
+        deliver()
+        marketer.nav("Event debugger")
+        debugger = marketer.page.locator("#events-live")
+        debugger.get_by_text("unmapped").first.wait_for()  # it refreshes by itself
+        assert "Order Completed" in debugger.inner_text()
+
+        # The mappings page names the event seen without a mapping; the
+        # marketer edits the mapping, watching the preview follow the edit.
+        marketer.go("/sites")
+        marketer.page.click("a:text('Shop')")
+        marketer.page.click("a:text('Mappings and preview')")
+        assert "Order Completed" in marketer.page.inner_text(".suggestions")
+        marketer.page.click("a:text('Edit')")
+        marketer.page.click("button:text('Use the latest real event of this name')")
+        preview = marketer.page.locator("#preview-result")
+        marketer.page.fill("input[name=m-event_name]", "Order Completed")
+        marketer.page.click("button:text('Use the latest real event of this name')")
+        preview.get_by_text("forwarded").wait_for()
+        assert '"value": "42.00"' in preview.inner_text()
+        assert '"price_currency": "EUR"' in preview.inner_text()
+        marketer.page.fill("input[name=m-description]", "Web order")
+        preview.get_by_text('"description": "Web order"').wait_for()
+        marketer.shot("mapping-preview")
+        marketer.page.check("input[name=m-enabled]")
+        marketer.page.click("button:text('Save mapping')")
+        assert "Mapping saved" in marketer.flash()
+
+        # The next order is forwarded and delivered.
+        shop.pages["order2.html"] = shop.pages["order.html"].replace("A-1", "A-2")
+        visitor.pages[0].goto(shop.url("order2.html"))
+        deliver()
+        marketer.nav("Event debugger")
+        debugger.get_by_text("forwarded").first.wait_for()
+        marketer.shot("event-debugger")
+        marketer.nav("Delivery log")
+        assert "delivered" in marketer.page.inner_text("table")
+        marketer.shot("delivery-log")
+        marketer.page.click("table a")
+        assert re.search(r"\b200\b", marketer.page.inner_text("main"))
+        worker.Intake(app, name="walkthrough").heartbeat()  # deliver() is this test's worker
+        marketer.nav("Dashboard")
+        marketer.page.wait_for_selector("body.charts-on")
+        marketer.shot("dashboard")
+    finally:
+        visitor.close()
+        shop.close()
+
+    [accepted] = x.accepted(PIXEL)
+    assert (accepted["conversion_id"], accepted["description"]) == ("A-2", "Web order")
+    assert {"twclid": "abc123"} in accepted["identifiers"]  # carried from the landing page
+    assert admin.errors == [] and marketer.errors == []
