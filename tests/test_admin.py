@@ -155,3 +155,50 @@ def test_error_pages_say_what_to_do_and_never_show_a_stack_trace(make_app, ctx):
     assert broken.status_code == 500 and "Something went wrong on our side" in page
     assert "internal detail" not in page and "Traceback" not in page
     assert broken.headers["X-Frame-Options"] == "DENY"
+
+
+def _post_routes(app) -> list[str]:
+    """Every admin URL that takes a POST: 1 for each id, the first choice of each any()."""
+    return sorted(
+        re.sub(r"<(?:int:)?\w+>", "1", re.sub(r"<any\((\w+)[^>]*>", r"\1", rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("admin.") and "POST" in rule.methods
+    )
+
+
+def test_every_admin_form_refuses_a_post_without_its_csrf_token(app, client):
+    with app.app_context():
+        factories.user("root@example.com", role="admin", password="correct horse")
+    client.post("/login", data={"email": "root@example.com", "password": "correct horse"})
+    app.config["WTF_CSRF_ENABLED"] = True
+    routes = _post_routes(app)
+    assert len(routes) >= 15 and "/sites/1/preview" in routes and "/deliveries/retry" in routes
+    for path in routes:
+        r = client.post(path, data={"name": "x"})
+        assert r.status_code == 400 and "CSRF" in r.get_data(as_text=True), path
+
+
+FOR_EVERYONE = {
+    "admin.login", "admin.logout", "admin.index", "admin.sites", "admin.site", "admin.events",
+    "admin.deliveries", "admin.delivery_detail", "admin.mappings", "admin.mapping_edit",
+    "admin.mapping_change", "admin.live_preview", "admin.sample",
+}  # fmt: skip
+
+
+def test_every_other_admin_page_refuses_a_marketer(app, client):
+    """Pages are for admins unless listed above: a new page is refused to
+    marketers until it is deliberately opened to them."""
+    with app.app_context():
+        factories.user("m@example.com", password="correct horse")
+    client.post("/login", data={"email": "m@example.com", "password": "correct horse"})
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("admin.") or rule.endpoint in FOR_EVERYONE:
+            continue
+        path = re.sub(r"<(?:int:)?\w+>", "1", re.sub(r"<any\((\w+)[^>]*>", r"\1", rule.rule))
+        for method in sorted(rule.methods & {"GET", "POST"}):
+            r = client.open(path, method=method)
+            assert r.status_code == 403, (method, path)
+            assert "This page is for admins" in r.get_data(as_text=True)
+            checked += 1
+    assert checked >= 14
