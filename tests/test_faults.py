@@ -6,6 +6,7 @@ worker SIGKILLed again and again. Whatever the collector answered 200 reaches
 from __future__ import annotations
 
 import contextlib
+import random
 import signal
 import socket
 import sqlite3
@@ -454,3 +455,53 @@ def test_database_unavailable_during_delivery_loses_nothing(
     assert db.session.scalar(select(func.count()).select_from(ReceivedEvent)) == 800
     # The outage was real: the worker's queries failed while it lasted.
     assert "OperationalError" in log.read_text(errors="replace")
+
+
+# --- a worker killed again and again ----------------------------------------------
+
+
+def test_worker_killed_every_second_or_two_delivers_all_10000(
+    app, ctx, environ, make_app, fake_x, tmp_path
+):
+    """10,000 events arrive while the worker is SIGKILLed every second or two
+    and started again: each life lasts until it has sent X something (at most
+    4 s), then up to a second more; X takes 0.2 s per request, so many kills
+    land mid-request. All reach X, none with a conversion_id it was not given."""
+    total = 10_000
+    site = setup_shop(fake_x)
+    collector = make_app(XTAG_SITE_CACHE_SECONDS="300").test_client()
+    fake_x.hang_next(0.2, n=10**6)
+    log = tmp_path / "worker.log"
+
+    def post_all() -> None:
+        for start in range(0, total, 250):
+            send(collector, site, [order(n) for n in range(start, start + 250)])
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=post_all, daemon=True)
+    sender.start()
+    expected = {f"order-{n}" for n in range(total)}
+    pace = random.Random(6)
+    kills = 0
+    deadline = time.monotonic() + 60
+    worker = start_worker(environ, fake_x, log)
+    try:
+        while time.monotonic() < deadline and not reached(fake_x) >= expected:
+            seen = len(fake_x.requests)
+            fake_x.wait_for(lambda seen=seen: len(fake_x.requests) > seen, timeout=4)
+            if fake_x.wait_for(lambda: reached(fake_x) >= expected, timeout=pace.uniform(0, 1)):
+                break
+            kill(worker)
+            kills += 1
+            worker = start_worker(environ, fake_x, log)
+        sender.join(timeout=30)
+        assert not sender.is_alive()
+        rows = wait_delivered(fake_x, log, total)
+    finally:
+        kill(worker)
+    assert kills >= 5, f"only {kills} kills before everything was delivered"
+    assert reached(fake_x) == expected  # duplicates only ever repeat a conversion_id
+    assert all(len(r.conversions) <= 500 for r in fake_x.calls())
+    assert {d.status for d in rows} == {"delivered"}
+    recorded = select(func.count(func.distinct(ReceivedEvent.message_id)))
+    assert db.session.scalar(recorded) == total
