@@ -23,6 +23,7 @@ from xtag.models import (
     Delivery,
     Mapping,
     Pixel,
+    ReceivedEvent,
     Site,
     User,
     utcnow,
@@ -103,6 +104,65 @@ def user_dict(user: User) -> dict:
         "role": user.role,
         "active": user.active,
         "last_login_at": iso(user.last_login_at),
+    }
+
+
+def delivery_dict(row: Delivery, detail: bool = False) -> dict:
+    body = {
+        "id": row.id,
+        "pixel": row.pixel_key,
+        "pixel_id": row.pixel.pixel_id,
+        "connection_id": row.connection_id,
+        "status": row.status,
+        "conversions": row.conversions,
+        "attempts": row.attempts,
+        "retries": row.retries,
+        "debug_id": row.debug_id,
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+        "next_retry_at": iso(row.next_retry_at),
+        "created_at": iso(row.created_at),
+    }
+    if detail:
+        body["attempt_log"] = [
+            {
+                "number": a.number,
+                "conversions": a.conversions,
+                "status_code": a.status_code,
+                "request_body": a.request_body,
+                "response_body": a.response_body,
+                "debug_id": a.debug_id,
+                "error": a.error,
+                "duration_ms": a.duration_ms,
+                "next_retry_at": iso(a.next_retry_at),
+                "created_at": iso(a.created_at),
+            }
+            for a in row.attempt_log
+        ]
+        body["items"] = [
+            {
+                "event_id": i.event_id,
+                "conversion_id": i.conversion_id,
+                "status": i.status,
+                "error": i.error,
+            }
+            for i in row.items
+        ]
+    return body
+
+
+def event_dict(row: ReceivedEvent) -> dict:
+    return {
+        "id": row.id,
+        "site_id": row.site_id,
+        "message_id": row.message_id,
+        "type": row.type,
+        "event_name": row.event_name,
+        "received_at": iso(row.received_at),
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "pixels": row.pixels,
+        "identifiers": row.identifiers,
     }
 
 

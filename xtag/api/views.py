@@ -153,50 +153,6 @@ def preview():
     return jsonify(services.preview(site, data["message"]))
 
 
-def delivery_dict(row: Delivery, detail: bool = False) -> dict:
-    body = {
-        "id": row.id,
-        "pixel": row.pixel_key,
-        "pixel_id": row.pixel.pixel_id,
-        "connection_id": row.connection_id,
-        "status": row.status,
-        "conversions": row.conversions,
-        "attempts": row.attempts,
-        "retries": row.retries,
-        "debug_id": row.debug_id,
-        "last_status_code": row.last_status_code,
-        "last_error": row.last_error,
-        "next_retry_at": services.iso(row.next_retry_at),
-        "created_at": services.iso(row.created_at),
-    }
-    if detail:
-        body["attempt_log"] = [
-            {
-                "number": a.number,
-                "conversions": a.conversions,
-                "status_code": a.status_code,
-                "request_body": a.request_body,
-                "response_body": a.response_body,
-                "debug_id": a.debug_id,
-                "error": a.error,
-                "duration_ms": a.duration_ms,
-                "next_retry_at": services.iso(a.next_retry_at),
-                "created_at": services.iso(a.created_at),
-            }
-            for a in row.attempt_log
-        ]
-        body["items"] = [
-            {
-                "event_id": i.event_id,
-                "conversion_id": i.conversion_id,
-                "status": i.status,
-                "error": i.error,
-            }
-            for i in row.items
-        ]
-    return body
-
-
 def _deliveries_query():
     args = request.args
     return services.deliveries(args.get("status"), args.get("pixel"), _since())
@@ -205,7 +161,7 @@ def _deliveries_query():
 @bp.route("/deliveries", methods=["GET"])
 @requires("marketer")
 def deliveries():
-    return _page(_deliveries_query(), delivery_dict, Delivery.id.desc())
+    return _page(_deliveries_query(), services.delivery_dict, Delivery.id.desc())
 
 
 def _delivery(row_id: int) -> Delivery:
@@ -218,7 +174,7 @@ def _delivery(row_id: int) -> Delivery:
 @bp.route("/deliveries/<int:row_id>", methods=["GET"])
 @requires("marketer")
 def delivery_detail(row_id: int):
-    return jsonify(delivery_dict(_delivery(row_id), detail=True))
+    return jsonify(services.delivery_dict(_delivery(row_id), detail=True))
 
 
 @bp.route("/deliveries/<int:row_id>/retry", methods=["POST"])
@@ -234,7 +190,7 @@ def delivery_retry(row_id: int):
         )
     services.audit(g.api_user, "retry", "delivery", row_id, {})
     db.session.commit()
-    return jsonify(delivery_dict(row))
+    return jsonify(services.delivery_dict(row))
 
 
 @bp.route("/deliveries/retry", methods=["POST"])
@@ -243,21 +199,6 @@ def deliveries_retry():
     """Retry every failed delivery, filtered by ?pixel= and ?since=."""
     retried = services.retry_failed(g.api_user, request.args.get("pixel"), _since())
     return jsonify(retried=retried)
-
-
-def event_dict(row: ReceivedEvent) -> dict:
-    return {
-        "id": row.id,
-        "site_id": row.site_id,
-        "message_id": row.message_id,
-        "type": row.type,
-        "event_name": row.event_name,
-        "received_at": services.iso(row.received_at),
-        "outcome": row.outcome,
-        "reason": row.reason,
-        "pixels": row.pixels,
-        "identifiers": row.identifiers,
-    }
 
 
 @bp.route("/events", methods=["GET"])
@@ -272,7 +213,7 @@ def events():
         if name in request.args:
             value = _int_arg(name, None) if name == "site_id" else request.args[name]
             query = query.where(column == value)
-    return _page(query, event_dict, ReceivedEvent.id.desc())
+    return _page(query, services.event_dict, ReceivedEvent.id.desc())
 
 
 @bp.route("/audit", methods=["GET"])
