@@ -108,13 +108,19 @@ def _hold(connection_id: int, until: float) -> None:
     client_.set(key, str(until), exat=int(until) + 1)
 
 
-def schedule_flushes(pixel_keys: set[int]) -> set[int]:
-    """After conversions were buffered: flush at once where 500 wait; returns
-    every pixel, whose flush the caller runs when the batch window ends: a
-    full batch sent now can leave a young tail behind, and nothing else would
-    send it before the sweep."""
+class Due(NamedTuple):
+    """Pixels whose flush the intake runs when the batch window ends: `later`
+    keep the due time they have, if any; `sent` just had full batches sent at
+    once, and what those left (under 500, young) is due a window from now."""
+
+    later: frozenset[int] = frozenset()
+    sent: frozenset[int] = frozenset()
+
+
+def schedule_flushes(pixel_keys: set[int]) -> Due:
+    """After conversions were buffered: flush at once where 500 wait."""
     if not pixel_keys:
-        return set()
+        return Due()
     waiting = dict(
         db.session.execute(
             select(DeliveryItem.pixel_key, func.count())
@@ -122,10 +128,10 @@ def schedule_flushes(pixel_keys: set[int]) -> set[int]:
             .group_by(DeliveryItem.pixel_key)
         ).all()
     )
-    for pixel_key in pixel_keys:
-        if waiting.get(pixel_key, 0) >= BATCH_MAX:
-            flush(pixel_key)
-    return pixel_keys
+    sent = frozenset(p for p in pixel_keys if waiting.get(p, 0) >= BATCH_MAX)
+    for pixel_key in sent:
+        flush(pixel_key)
+    return Due(frozenset(pixel_keys) - sent, sent)
 
 
 def _flag(pixel_key: int) -> str:

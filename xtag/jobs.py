@@ -53,13 +53,13 @@ def outcome(
     return "forwarded", None, result
 
 
-def record(entries: list[inbox.Entry]) -> set[int]:
+def record(entries: list[inbox.Entry]) -> delivery.Due:
     """Record inbox entries: each event with its outcome, and the conversions
     it produced waiting for their batch, in one transaction. Returns the
     pixels whose partial batch is to be flushed when the batch window ends."""
     pairs = [(entry.id, event) for entry in entries for event in entry.events]
     if not pairs:
-        return set()
+        return delivery.Due()
     client = queue.redis_client()
     verdicts = visitors.duplicates(client, pairs)
     events = [event for _, event in pairs]

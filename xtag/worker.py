@@ -74,7 +74,6 @@ class Intake:
         self._retry_own = True
         self.window = app.config["XTAG_BATCH_WINDOW_MS"] / 1000
         self.due: dict[int, float] = {}  # pixel -> when its partial batch is flushed
-        self.youngest: dict[int, float] = {}  # pixel -> when its latest conversions are due
         self.read_count = READ_COUNT
         inbox.ensure_group(self.client)
 
@@ -104,20 +103,13 @@ class Intake:
         return inbox.read(self.client, self.name, self.read_count, block_ms)
 
     def flush_due(self, everything: bool = False) -> None:
-        """Flush pixels whose oldest buffered conversions have waited the
-        window; conversions buffered since are too young for that flush to
-        take (see delivery.claim), so their own flush comes when they are due."""
         now = time.monotonic()
         ready = [p for p, at in self.due.items() if everything or at <= now]
         if ready:
             with self.app.app_context():
                 for pixel_key in ready:
                     delivery.flush(pixel_key)
-                    youngest = self.youngest.pop(pixel_key, now)
-                    if youngest > now and not everything:
-                        self.due[pixel_key] = youngest
-                    else:
-                        del self.due[pixel_key]
+                    del self.due[pixel_key]
 
     def _block_ms(self, block_ms: int | None) -> int | None:
         if block_ms is None or not self.due:
@@ -125,18 +117,21 @@ class Intake:
         wait = min(self.due.values()) - time.monotonic()
         return max(1, min(block_ms, int(wait * 1000) + 1))
 
-    def _record(self, entries: list[inbox.Entry]) -> set[int]:
+    def _record(self, entries: list[inbox.Entry]) -> delivery.Due:
         with self.app.app_context():
             return jobs.record(entries)
 
-    def _one_by_one(self, entries: list[inbox.Entry]) -> set[int]:
+    def _one_by_one(self, entries: list[inbox.Entry]) -> delivery.Due:
         """After a batch failed on its data: record each entry alone, and set
         aside (in the dead-letter stream) the one that cannot be recorded, so
         one bad entry never stops the intake and nothing is thrown away."""
         later: set[int] = set()
+        sent: set[int] = set()
         for entry in entries:
             try:
-                later |= self._record([entry])
+                due = self._record([entry])
+                later |= due.later
+                sent |= due.sent
             except POISON as exc:
                 log.error(
                     "intake: entry %s cannot be recorded (%s); set aside",
@@ -144,7 +139,7 @@ class Intake:
                     type(exc).__name__,
                 )
                 inbox.set_aside(self.client, entry, type(exc).__name__)
-        return later
+        return delivery.Due(frozenset(later - sent), frozenset(sent))
 
     def run_once(self, block_ms: int | None = None) -> int:
         self.flush_due()
@@ -153,9 +148,9 @@ class Intake:
             return 0
         try:
             try:
-                later = self._record(entries)
+                flushes = self._record(entries)
             except POISON:
-                later = self._one_by_one(entries)
+                flushes = self._one_by_one(entries)
         except (SQLAlchemyError, redis.RedisError, OSError):
             self._retry_own = True
             raise
@@ -163,9 +158,10 @@ class Intake:
         per_entry = max(1, sum(len(e.events) for e in entries) // len(entries))
         self.read_count = max(1, min(READ_COUNT, EVENTS_PER_READ // per_entry))
         due = time.monotonic() + self.window
-        for pixel_key in later:
+        for pixel_key in flushes.later:  # an earlier due time stays: no waiting forever
             self.due.setdefault(pixel_key, due)
-            self.youngest[pixel_key] = due
+        for pixel_key in flushes.sent:  # the young tail: an earlier flush would find it too young
+            self.due[pixel_key] = due
         return len(entries)
 
     def drain(self) -> int:
