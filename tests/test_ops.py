@@ -31,3 +31,29 @@ def test_readyz_reports_redis_down(make_app):
     assert r.status_code == 503
     assert r.json["checks"]["redis"]["ok"] is False
     assert r.json["checks"]["database"]["ok"] is True
+
+
+def test_how_recent_a_heartbeat_readyz_needs_is_configurable(app, make_app):
+    strict = make_app(XTAG_READY_WORKER_SECONDS="10")  # (the app fixture emptied Redis)
+    queue.redis_client(strict).zadd(worker.WORKERS, {"w": time.time() - 15})
+    assert strict.test_client().get("/readyz").status_code == 503
+    lenient = make_app(XTAG_READY_WORKER_SECONDS="60")
+    assert lenient.test_client().get("/readyz").status_code == 200
+
+
+def test_the_worker_schedule_runs_each_task_when_due(app):
+    intake = worker.Intake(app, name="scheduled")
+    intake.run_due()
+    first = dict(intake._next_run)
+    assert (
+        set(first)
+        == {task.name for task in worker.SCHEDULE}
+        == {
+            "heartbeat",
+            "sweep",
+            "retention",
+        }
+    )
+    intake.run_due()  # nothing is due again yet
+    assert intake._next_run == first
+    assert worker.alive(queue.redis_client(app)) == ["scheduled"]

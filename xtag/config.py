@@ -163,6 +163,7 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_LOG_FORMAT": _choice(environ, "XTAG_LOG_FORMAT", ("json", "text")),
         "XTAG_METRICS_TOKEN": environ.get("XTAG_METRICS_TOKEN") or None,
         "XTAG_METRICS_ALLOW": _networks(environ, "XTAG_METRICS_ALLOW", "127.0.0.1/32,::1/128"),
+        "XTAG_READY_WORKER_SECONDS": _int(environ, "XTAG_READY_WORKER_SECONDS", 30, minimum=6),
         "XTAG_SITE_RATE_LIMIT": _int(environ, "XTAG_SITE_RATE_LIMIT", 1000),
         "XTAG_API_RATE_LIMIT": _int(environ, "XTAG_API_RATE_LIMIT", 600),
         **{

@@ -16,6 +16,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 from flask import Flask
@@ -32,18 +34,15 @@ READ_COUNT = 200  # inbox entries per read at most
 EVENTS_PER_READ = 2000  # ... and about this many events (a /v1/batch entry holds up to 2,500)
 BLOCK_MS = 1000
 RECLAIM_EVERY_SECONDS = 5.0
-SWEEP_EVERY_SECONDS = 10.0
-PURGE_EVERY_SECONDS = 3600.0
-HEARTBEAT_SECONDS = 5.0
-HEARTBEAT_TTL = 30
+HEARTBEAT_TTL = 30  # a worker silent for longer counts as dead
 WORKERS = "xtag:workers"  # sorted set: worker name -> last heartbeat (epoch seconds)
 # Errors that retrying cannot cure: the entry's data, not the database, is at fault.
 POISON = (DataError, IntegrityError, KeyError, TypeError, ValueError, AttributeError)
 
 
-def alive(connection: redis.Redis) -> list[str]:
-    """Names of workers that reported within HEARTBEAT_TTL seconds."""
-    names = connection.zrangebyscore(WORKERS, time.time() - HEARTBEAT_TTL, "+inf")
+def alive(connection: redis.Redis, within: float = HEARTBEAT_TTL) -> list[str]:
+    """Names of workers that reported within `within` seconds."""
+    names = connection.zrangebyscore(WORKERS, time.time() - within, "+inf")
     return sorted(name.decode() for name in names)
 
 
@@ -70,7 +69,8 @@ class Intake:
         self.client = queue.redis_client(app)
         self.claim_idle_ms = app.config["XTAG_INBOX_CLAIM_MS"]
         self.stop = threading.Event()
-        self._next_reclaim = self._next_purge = 0.0
+        self._next_reclaim = 0.0
+        self._next_run: dict[str, float] = {}  # SCHEDULE task -> when it is next due
         self._retry_own = True
         self.window = app.config["XTAG_BATCH_WINDOW_MS"] / 1000
         self.due: dict[int, float] = {}  # pixel -> when its partial batch is flushed
@@ -174,13 +174,14 @@ class Intake:
         return total
 
     def sweep(self) -> None:
-        """Requeue what a dead worker left behind (see delivery.sweep), and
-        once an hour delete received events past retention."""
+        """Requeue what a dead worker left behind (see delivery.sweep)."""
         with self.app.app_context():
             delivery.sweep()
-            if time.monotonic() >= self._next_purge:
-                self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
-                retention.purge()
+
+    def purge(self) -> None:
+        """Delete or empty what is past its retention period."""
+        with self.app.app_context():
+            retention.purge()
 
     def heartbeat(self) -> None:
         now = time.time()
@@ -189,20 +190,38 @@ class Intake:
             pipe.zremrangebyscore(WORKERS, "-inf", now - 24 * 3600)  # long-dead names
             pipe.execute()
 
+    def run_due(self) -> None:
+        """Run the scheduled work whose time has come (see SCHEDULE)."""
+        now = time.monotonic()
+        for task in SCHEDULE:
+            if now >= self._next_run.get(task.name, 0.0):
+                self._next_run[task.name] = now + task.every_seconds
+                task.run(self)
+
     def run_forever(self) -> None:
-        next_sweep = next_beat = 0.0
         while not self.stop.is_set():
             try:
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
-                    self.heartbeat()
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
-                    self.sweep()
+                self.run_due()
                 self.run_once(BLOCK_MS)
             except Exception:  # keep consuming; the entries stay pending and are retried
                 log.exception("intake: recording events failed; retrying in 1 s")
                 self.stop.wait(1.0)
+
+
+@dataclass(frozen=True)
+class Periodic:
+    name: str
+    every_seconds: float
+    run: Callable[[Intake], None]
+
+
+# Scheduled work, declared in one place: every worker runs each task this
+# often (they are safe to run on several workers at once).
+SCHEDULE = (
+    Periodic("heartbeat", 5.0, Intake.heartbeat),  # for /readyz, the dashboard, xtag_workers_alive
+    Periodic("sweep", 10.0, Intake.sweep),  # deliveries a dead worker left, overdue retries
+    Periodic("retention", 3600.0, Intake.purge),  # xtag/retention.py POLICIES
+)
 
 
 def _rq_work_due(connection: redis.Redis) -> bool:

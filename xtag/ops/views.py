@@ -60,7 +60,7 @@ def readyz():
         db.session.remove()
     try:
         connection = queue.redis_client()
-        workers = worker.alive(connection)
+        workers = worker.alive(connection, current_app.config["XTAG_READY_WORKER_SECONDS"])
         checks["redis"] = {"ok": True, "inbox_depth": inbox.depth(connection)}
         checks["workers"] = {"ok": bool(workers), "alive": len(workers)}
     except (redis.RedisError, OSError) as exc:
