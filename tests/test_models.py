@@ -9,9 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from tests import factories, pii
+from xtag import services
 from xtag.crypto import CredentialError
 from xtag.extensions import db
-from xtag.models import ApiToken, Connection, Mapping
+from xtag.models import ApiToken, Connection, Mapping, ReceivedEvent, Site, utcnow
 
 
 def test_migrations_have_one_head_and_match_the_models(app, ctx):
@@ -86,3 +87,15 @@ def test_deleting_a_site_deletes_its_mappings(ctx):
     db.session.delete(site)
     db.session.commit()
     assert db.session.scalars(select(Mapping)).all() == []
+
+
+def test_deleting_a_site_deletes_its_mappings_and_events_on_every_database(client, ctx):
+    site = factories.site()
+    factories.mapping(site, "Order Completed")
+    db.session.add(
+        ReceivedEvent(site_id=site.id, type="track", received_at=utcnow(), outcome="unmapped")
+    )
+    db.session.commit()
+    services.delete(services.SITES, None, db.session.get(Site, site.id))
+    db.session.expire_all()
+    assert db.session.query(Mapping).count() == 0 and db.session.query(ReceivedEvent).count() == 0

@@ -6,6 +6,7 @@ import os
 
 from flask import Flask, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface, SessionInterface
+from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -108,10 +109,19 @@ def create_collector_app(app: Flask) -> Flask:
 
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":  # as on PostgreSQL: deletes cascade
+            event.listen(db.engine, "connect", _sqlite_foreign_keys)
     migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
     login_manager.init_app(app)
     login_manager.login_view = "admin.login"
     csrf.init_app(app)
+
+
+def _sqlite_foreign_keys(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 def register_blueprints(app: Flask) -> None:
