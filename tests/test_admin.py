@@ -181,7 +181,8 @@ def test_every_admin_form_refuses_a_post_without_its_csrf_token(app, client):
 FOR_EVERYONE = {
     "admin.login", "admin.logout", "admin.index", "admin.sites", "admin.site", "admin.events",
     "admin.deliveries", "admin.delivery_detail", "admin.mappings", "admin.mapping_edit",
-    "admin.mapping_change", "admin.live_preview", "admin.sample",
+    "admin.mapping_change", "admin.live_preview", "admin.sample", "admin.pixel_edit",
+    "admin.pixel_delete",
 }  # fmt: skip
 
 

@@ -333,3 +333,27 @@ def test_event_debugger_refreshes_itself_and_keeps_its_filters(client, ctx):
     page = client.get(f"/events?site_id={site.id}&event_name=Signup").get_data(as_text=True)
     live = re.search(r'<div id="events-live" hx-get="([^"]+)" hx-trigger="every 3s"', page)
     assert live and html.unescape(live.group(1)) == f"/events?site_id={site.id}&event_name=Signup"
+
+
+def test_edit_and_delete_a_pixel(x_app, client, ctx, fake_x):
+    from xtag.models import Pixel
+
+    site, mapping = _shop_with_mapping(client, fake_x)
+    pixel = db.session.get(Pixel, mapping.pixel_key)
+    login(client)
+    page = client.get(f"/sites/{site.id}/mappings").get_data(as_text=True)
+    assert f"/pixels/{pixel.id}?site_id={site.id}" in page
+    edit = f"/pixels/{pixel.id}?site_id={site.id}"
+    assert "1 mapping (on every site)" in client.get(edit).get_data(as_text=True)
+    bad = client.post(edit, data={"pixel_id": "NOT base36!", "connection_id": pixel.connection_id})
+    assert bad.status_code == 200 and "base-36" in bad.get_data(as_text=True)
+    data = {"pixel_id": PIXEL, "name": "Renamed", "connection_id": pixel.connection_id}
+    r = client.post(edit, data=data)
+    assert r.status_code == 302 and r.headers["Location"] == f"/sites/{site.id}/mappings"
+    db.session.expire_all()
+    assert pixel.name == "Renamed"
+    r = client.post(f"/pixels/{pixel.id}/delete", data={"site_id": site.id})
+    assert r.status_code == 302
+    db.session.expire_all()
+    assert db.session.scalar(select(func.count(Pixel.id))) == 0
+    assert db.session.scalar(select(func.count(Mapping.id))) == 0

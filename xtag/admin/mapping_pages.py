@@ -8,7 +8,7 @@ import json
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from sqlalchemy import func, select
 from wtforms import BooleanField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
@@ -63,6 +63,18 @@ class PixelForm(FlaskForm):
     pixel_id = StringField("X pixel id")
     name = StringField("Name", validators=[Optional()])
     connection_id = SelectField("Connection", coerce=int)
+
+    def for_connections(self) -> PixelForm:
+        connections = db.session.scalars(select(Connection).order_by(Connection.name)).all()
+        self.connection_id.choices = [SelectChoice(c.id, c.name) for c in connections]
+        return self
+
+    def data_for_service(self) -> dict:
+        return {
+            "pixel_id": self.pixel_id.data or "",
+            "name": self.name.data or "",
+            "connection_id": self.connection_id.data,
+        }
 
 
 class PreviewForm(FlaskForm):
@@ -122,9 +134,7 @@ def mappings(site_id: int):
     site = db.session.get(Site, site_id) or abort(404)
     pixels = _pixels()
     form = MappingForm(prefix="m").for_pixels(pixels)
-    pixel_form, preview_form = PixelForm(prefix="p"), PreviewForm(prefix="v")
-    connections = db.session.scalars(select(Connection).order_by(Connection.name)).all()
-    pixel_form.connection_id.choices = [SelectChoice(c.id, c.name) for c in connections]
+    pixel_form, preview_form = PixelForm(prefix="p").for_connections(), PreviewForm(prefix="v")
     result = None
     action = request.form.get("action")
     if request.method == "POST" and not FlaskForm().validate():
@@ -135,9 +145,7 @@ def mappings(site_id: int):
             flash("Mapping added.", "ok")
             return redirect(url_for("admin.mappings", site_id=site.id))
         if action == "pixel" and pixel_form.validate():
-            data = {"pixel_id": pixel_form.pixel_id.data or "", "name": pixel_form.name.data or ""}
-            data["connection_id"] = pixel_form.connection_id.data
-            services.create(services.PIXELS, current_user, data)
+            services.create(services.PIXELS, current_user, pixel_form.data_for_service())
             flash("Pixel added.", "ok")
             return redirect(url_for("admin.mappings", site_id=site.id))
         if action == "preview" and preview_form.validate():
@@ -163,8 +171,8 @@ def mappings(site_id: int):
         pixel_form=pixel_form,
         result=result,
         suggestions=sorted(set(recent) - {m.event_name for m in rows}),
-        has_pixels=bool(pixels),
-        has_connections=bool(connections),
+        pixels=pixels,
+        has_connections=bool(pixel_form.connection_id.choices),
     )
 
 
@@ -240,3 +248,43 @@ def mapping_change(mapping_id: int, change: str):
     else:
         services.delete(services.MAPPINGS, current_user, row)
     return redirect(url_for("admin.mappings", site_id=site_id))
+
+
+def _back(site_id: int | None) -> str:
+    """Pixels are shared by sites: back to the site's mappings it came from."""
+    return url_for("admin.mappings", site_id=site_id) if site_id else url_for("admin.sites")
+
+
+@bp.route("/pixels/<int:pixel_id>", methods=["GET", "POST"])
+@login_required
+def pixel_edit(pixel_id: int):
+    row = db.session.get(Pixel, pixel_id) or abort(404)
+    form = PixelForm(obj=None if request.method == "POST" else row).for_connections()
+    back = request.values.get("site_id", type=int)
+    if form.validate_on_submit():
+        try:
+            services.update(services.PIXELS, current_user, row, form.data_for_service())
+            flash(f"Pixel {row.pixel_id} saved.", "ok")
+            return redirect(
+                url_for("admin.mappings", site_id=back) if back else url_for("admin.sites")
+            )
+        except Invalid as exc:
+            _errors_into(form, exc)
+    elif request.method == "POST":
+        abort(400)
+    mapped = db.session.scalar(select(func.count(Mapping.id)).where(Mapping.pixel_key == row.id))
+    return render_template(
+        "admin/pixel.html", pixel=row, form=form, action_form=ActionForm(), mapped=mapped, back=back
+    )
+
+
+@bp.route("/pixels/<int:pixel_id>/delete", methods=["POST"])
+@login_required
+def pixel_delete(pixel_id: int):
+    row = db.session.get(Pixel, pixel_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    back = request.values.get("site_id", type=int)
+    services.delete(services.PIXELS, current_user, row)
+    flash(f"Pixel {row.pixel_id} deleted, with its mappings and deliveries.", "ok")
+    return redirect(_back(back))
