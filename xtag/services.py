@@ -151,6 +151,18 @@ def delivery_dict(row: Delivery, detail: bool = False) -> dict:
     return body
 
 
+def audit_dict(row: AuditEntry) -> dict:
+    return {
+        "id": row.id,
+        "user_id": row.user_id,
+        "action": row.action,
+        "object_type": row.object_type,
+        "object_id": row.object_id,
+        "changes": row.changes,
+        "created_at": iso(row.created_at),
+    }
+
+
 def event_dict(row: ReceivedEvent) -> dict:
     return {
         "id": row.id,

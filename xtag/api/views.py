@@ -219,18 +219,7 @@ def events():
 @bp.route("/audit", methods=["GET"])
 @requires("admin")
 def audit_log():
-    def entry(row: AuditEntry) -> dict:
-        return {
-            "id": row.id,
-            "user_id": row.user_id,
-            "action": row.action,
-            "object_type": row.object_type,
-            "object_id": row.object_id,
-            "changes": row.changes,
-            "created_at": services.iso(row.created_at),
-        }
-
-    return _page(select(AuditEntry), entry, AuditEntry.id.desc())
+    return _page(select(AuditEntry), services.audit_dict, AuditEntry.id.desc())
 
 
 @bp.route("/openapi.json", methods=["GET"])
