@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from tests import factories
 from tests.fake_x import FakeX
@@ -21,6 +23,7 @@ from tests.test_beacon import CHROMIUM, CHROMIUM_ARGS, Shop, needs_chromium
 from tests.test_delivery import EVENT, PIXEL
 from xtag import worker
 from xtag.extensions import db
+from xtag.models import ReceivedEvent
 
 PASSWORD = "correct horse battery"
 
@@ -81,6 +84,25 @@ class Browser:
 
     def shot(self, name: str) -> None:
         self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+
+def recorded(deliver, orders: int, timeout: float = 20.0) -> None:
+    """Run the worker until the beacon's orders (sent in the background) are
+    recorded and everything due is delivered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        deliver()
+        db.session.remove()
+        count = db.session.scalar(
+            select(func.count(ReceivedEvent.id)).where(
+                ReceivedEvent.event_name == "Order Completed"
+            )
+        )
+        if count >= orders:
+            deliver()
+            return
+        assert time.monotonic() < deadline, f"{count} of {orders} orders recorded"
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -150,7 +172,7 @@ def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium
     visitor = chromium.new_context()
     visitor.new_page().goto(shop.url("order.html?twclid=abc123"))
     try:
-        deliver()
+        recorded(deliver, orders=1)
         marketer.nav("Event debugger")
         debugger = marketer.page.locator("#events-live")
         debugger.get_by_text("unmapped").first.wait_for()  # it refreshes by itself
@@ -180,7 +202,7 @@ def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium
         # The next order is forwarded and delivered.
         shop.pages["order2.html"] = shop.pages["order.html"].replace("A-1", "A-2")
         visitor.pages[0].goto(shop.url("order2.html"))
-        deliver()
+        recorded(deliver, orders=2)
         marketer.nav("Event debugger")
         debugger.get_by_text("forwarded").first.wait_for()
         marketer.shot("event-debugger")
