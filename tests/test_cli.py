@@ -163,6 +163,6 @@ def test_users_and_tokens_made_by_the_cli_are_audited(runner, ctx):
         ("create", "api_token"),
         ("revoke", "api_token"),
     ]
-    assert entries[0].changes["password"] == "changed" and token not in repr(
+    assert entries[0].changes["password_hash"] == "changed" and token not in repr(
         [e.changes for e in entries]
     )

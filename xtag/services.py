@@ -242,7 +242,9 @@ def _user_values(data: dict, row: User | None) -> dict:
             raise Invalid("email must be an email address", "email")
         clash = db.session.scalar(select(User.id).where(User.email == values["email"]))
         if clash and (row is None or clash != row.id):
-            raise Invalid(f"a user with email {values['email']} exists", "email", 409, "conflict")
+            raise Invalid(
+                f"a user with email {values['email']} already exists", "email", 409, "conflict"
+            )
     if row is not None and ("role" in values or "active" in values):
         role, active = values.get("role", row.role), values.get("active", row.active)
         if role != "admin" or not active:
