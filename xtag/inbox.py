@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import redis
 
-from xtag import fastjson
+from xtag import fastjson, ratelimit
 
 STREAM = "xtag:inbox"
 DEAD = "xtag:inbox:dead"
@@ -28,9 +28,41 @@ class Entry(NamedTuple):
     events: list[dict]
 
 
-def add(client: redis.Redis, events: list[dict]) -> str:
-    """Append one request's events; a single XADD, so it is all or nothing."""
-    entry_id = client.xadd(STREAM, {"events": fastjson.dumps(events)})
+# Count the cost; over the limit, take it back and refuse; else append to the
+# stream. One round trip, so a rate-limited collector costs no extra latency.
+_COUNT_THEN_XADD = """
+local cost = tonumber(ARGV[1])
+local n = redis.call('INCRBY', KEYS[1], cost)
+if n == cost then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[3]) then
+  redis.call('DECRBY', KEYS[1], cost)
+  return false
+end
+return redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[5])
+"""
+
+
+class OverLimit(Exception):
+    """The events do not fit in their scope's limit this second."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"over the limit; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+def add(client: redis.Redis, events: list[dict], scope: str = "", per_second: int = 0) -> str:
+    """Append one request's events; a single XADD, so it is all or nothing.
+    With a limit of events `per_second` for `scope`, counted in the same round
+    trip: OverLimit when these events do not fit."""
+    payload = fastjson.dumps(events)
+    if not per_second:
+        return client.xadd(STREAM, {"events": payload}).decode()
+    key, retry_after = ratelimit.window(scope, 1)
+    entry_id = client.register_script(_COUNT_THEN_XADD)(
+        keys=[key, STREAM], args=[len(events), 2, per_second, "events", payload]
+    )
+    if entry_id is None:
+        raise OverLimit(retry_after)
     return entry_id.decode()
 
 

@@ -13,7 +13,7 @@ import redis
 from flask import Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
-from xtag import inbox, logs, metrics, queue, ratelimit
+from xtag import inbox, logs, metrics, queue
 from xtag.collector import bp, sites
 from xtag.collector.intake import (
     BATCH_LIMIT,
@@ -111,23 +111,16 @@ def _collect(route: str):
     events = [prepare(m, kind, site, facts) for kind, m in checked]
     limit = site.rate_limit or current_app.config["XTAG_SITE_RATE_LIMIT"]
     try:
-        if limit:
-            scope, cost = f"site:{site.id}", len(events)
-            entry_id = ratelimit.xadd_within(
-                queue.redis_client(), inbox.STREAM, "events", events, scope, limit, cost
-            )
-        else:
-            entry_id = inbox.add(queue.redis_client(), events)
+        entry_id = inbox.add(queue.redis_client(), events, f"site:{site.id}", limit)
+    except inbox.OverLimit as exc:
+        message = f"this site sends more than {limit} events per second; retry later"
+        return _retry_later(message, 429, exc.retry_after)
     except (redis.RedisError, OSError) as exc:
         log.warning(
             "collector could not queue %d events for site %s: %s", len(events), site.id, exc
         )
         return _retry_later(
             "cannot queue the event right now; retry later", 503, RETRY_AFTER_SECONDS
-        )
-    if isinstance(entry_id, int):
-        return _retry_later(
-            f"this site sends more than {limit} events per second; retry later", 429, entry_id
         )
     metrics.EVENTS_RECEIVED.labels(site.id).inc(len(events))
     log.debug("queued %d events for site %s as %s", len(events), site.id, entry_id)
