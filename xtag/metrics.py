@@ -63,7 +63,7 @@ GAUGES = {
     "inbox_depth": "Accepted requests not yet recorded.",
     "inbox_oldest_age_seconds": "Age of the oldest unrecorded request.",
     "inbox_dead_entries": "Requests set aside because they could not be recorded.",
-    "workers_alive": "Workers that reported recently.",
+    "workers_alive": "Workers that reported within XTAG_READY_WORKER_SECONDS.",
     "conversions_waiting": "Conversions not yet taken into a delivery.",
     "conversions_waiting_oldest_age_seconds": "Age of the oldest waiting conversion.",
 }
@@ -72,11 +72,11 @@ GAUGES = {
 class QueueCollector:
     """What is waiting, read at scrape time by the process that answers."""
 
-    def __init__(self, client: redis.Redis, session):
-        self.client, self.session = client, session
+    def __init__(self, client: redis.Redis, session, within: float):
+        self.client, self.session, self.within = client, session, within
 
     def collect(self):
-        values = dict(stats.queues(self.client) or {})
+        values = dict(stats.queues(self.client, self.within) or {})
         try:
             values.update(stats.waiting(self.session))
         except SQLAlchemyError:
@@ -87,7 +87,7 @@ class QueueCollector:
             yield GaugeMetricFamily(f"xtag_{name}", GAUGES[name], value=value)
 
 
-def exposition(client: redis.Redis, session) -> bytes:
+def exposition(client: redis.Redis, session, within: float) -> bytes:
     """The text format for one scrape: every process's counters, and the queues."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         processes = CollectorRegistry()
@@ -96,5 +96,5 @@ def exposition(client: redis.Redis, session) -> bytes:
     else:
         text = generate_latest(REGISTRY)
     queues = CollectorRegistry(auto_describe=False)
-    queues.register(QueueCollector(client, session))
+    queues.register(QueueCollector(client, session, within))
     return text + generate_latest(queues)

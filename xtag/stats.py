@@ -17,15 +17,16 @@ HOURS = 24
 FAILED = ("failed", "partial")
 
 
-def queues(client: redis.Redis) -> dict | None:
-    """Intake state from Redis; None when Redis cannot be reached."""
+def queues(client: redis.Redis, within: float = worker.HEARTBEAT_TTL) -> dict | None:
+    """Intake state from Redis, counting workers that reported within
+    `within` seconds; None when Redis cannot be reached."""
     try:
         with client.pipeline(transaction=False) as pipe:
             pipe.xlen(inbox.STREAM)
             pipe.xrange(inbox.STREAM, count=1)
             pipe.xlen(inbox.DEAD)
             depth, oldest, dead = pipe.execute()
-        alive = worker.alive(client)
+        alive = worker.alive(client, within)
     except (redis.RedisError, OSError):
         return None
     age = time.time() - int(oldest[0][0].split(b"-")[0]) / 1000 if oldest else 0.0

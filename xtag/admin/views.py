@@ -83,7 +83,7 @@ def logout():
 @login_required
 def index():
     sites = db.session.scalars(select(Site).order_by(Site.name)).all()
-    queues = stats.queues(queue.redis_client())
+    queues = stats.queues(queue.redis_client(), current_app.config["XTAG_READY_WORKER_SECONDS"])
     day = stats.last_day(db.session)
     charts = {key: day[key] for key in ("hours", "events", "drops", "conversions")}
     return render_template(

@@ -6,13 +6,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
-import redis
 from flask import Response, current_app, jsonify, request, send_from_directory
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from xtag import inbox, metrics, queue, worker
+from xtag import metrics, queue, stats
 from xtag.extensions import db
 from xtag.ops import bp
 
@@ -33,7 +32,7 @@ def metrics_page():
         )
         response.status_code = 401 if token else 403
         return response
-    body = metrics.exposition(queue.redis_client(), db.session)
+    body = metrics.exposition(queue.redis_client(), db.session, config["XTAG_READY_WORKER_SECONDS"])
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
@@ -58,14 +57,13 @@ def readyz():
         checks["database"] = {"ok": False, "error": type(exc).__name__}
     finally:
         db.session.remove()
-    try:
-        connection = queue.redis_client()
-        workers = worker.alive(connection, current_app.config["XTAG_READY_WORKER_SECONDS"])
-        checks["redis"] = {"ok": True, "inbox_depth": inbox.depth(connection)}
-        checks["workers"] = {"ok": bool(workers), "alive": len(workers)}
-    except (redis.RedisError, OSError) as exc:
-        checks["redis"] = {"ok": False, "error": type(exc).__name__}
+    queues = stats.queues(queue.redis_client(), current_app.config["XTAG_READY_WORKER_SECONDS"])
+    if queues is None:
+        checks["redis"] = {"ok": False, "error": "unreachable"}
         checks["workers"] = {"ok": False, "alive": None}
+    else:
+        checks["redis"] = {"ok": True, "inbox_depth": queues["inbox_depth"]}
+        checks["workers"] = {"ok": bool(queues["workers_alive"]), "alive": queues["workers_alive"]}
     ready = all(check["ok"] for check in checks.values())
     response = jsonify(status="ready" if ready else "not ready", checks=checks)
     response.status_code = 200 if ready else 503
