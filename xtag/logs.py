@@ -11,6 +11,7 @@ import time
 import uuid
 
 import orjson
+from rq import get_current_job
 
 FORMATS = ("json", "text")
 # Ids a log record may carry, from `extra=` or from the context below.
@@ -35,9 +36,7 @@ def _ids(record: logging.LogRecord) -> dict:
         if value is not None:
             ids[name] = value
     if "job" not in ids and record.name.startswith("xtag"):
-        from rq import get_current_job  # only inside a job it answers
-
-        job = get_current_job()
+        job = get_current_job()  # None outside an RQ job
         if job is not None:
             ids["job"] = job.id
     return ids
