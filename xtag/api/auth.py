@@ -19,14 +19,12 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 BAD_TOKENS_PER_MINUTE = 30
 
 
-def _wait(count: bool, scope: str, limit: int) -> int:
-    """Seconds to wait when `scope` is over its per-minute limit; limits fail
-    open when Redis is down (the API itself does not need Redis)."""
+def _wait(check, scope: str, limit: int) -> int:
+    """`check` (ratelimit.hit counts, ratelimit.over only looks) for a limit per
+    minute: seconds to wait, 0 when within it; limits fail open when Redis is
+    down (the API itself does not need Redis)."""
     try:
-        client = queue.redis_client()
-        if count:
-            return ratelimit.hit(client, scope, limit, 60)
-        return ratelimit.over(client, scope, limit, 60)
+        return check(queue.redis_client(), scope, limit, 60)
     except (redis.RedisError, OSError):
         return 0
 
@@ -42,17 +40,17 @@ def current_user() -> User:
         raise Invalid("send a token as Authorization: Bearer <token>", None, 401, "unauthorized")
     per_minute = current_app.config["XTAG_API_RATE_LIMIT"]  # 0: no limits
     address = f"api-bad-token:{request.remote_addr}"
-    wait = per_minute and _wait(False, address, BAD_TOKENS_PER_MINUTE)
+    wait = per_minute and _wait(ratelimit.over, address, BAD_TOKENS_PER_MINUTE)
     if wait:
         raise _too_many("too many requests with a wrong token from this address; wait", wait)
     row = ApiToken.find(token.strip())
     if row is None:
         if per_minute:
-            _wait(True, address, BAD_TOKENS_PER_MINUTE)
+            _wait(ratelimit.hit, address, BAD_TOKENS_PER_MINUTE)
         raise Invalid(
             "this token is unknown, revoked, or its user inactive", None, 401, "unauthorized"
         )
-    wait = per_minute and _wait(True, f"api-token:{row.id}", per_minute)
+    wait = per_minute and _wait(ratelimit.hit, f"api-token:{row.id}", per_minute)
     if wait:
         raise _too_many(f"this token may make {per_minute} requests a minute; wait", wait)
     now = utcnow()
