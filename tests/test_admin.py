@@ -1,6 +1,8 @@
 """The admin's front door: login, logout, safe redirects, CSRF."""
 
 import re
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import pytest
 from sqlalchemy import select
@@ -122,7 +124,9 @@ def test_session_cookie_expires_when_idle_and_is_secure_over_https(app):
     # (no shared app context: Flask-Login would remember the first login for the second)
     plain = _login(app.test_client()).headers["Set-Cookie"]
     assert "HttpOnly" in plain and "SameSite=Lax" in plain and "Secure" not in plain
-    assert "Expires=" in plain  # not a cookie that lives as long as the browser
+    expires = parsedate_to_datetime(re.search(r"Expires=([^;]+)", plain).group(1))
+    idle = expires - datetime.now(UTC)  # not a cookie that lives as long as the browser
+    assert timedelta(minutes=118) < idle <= timedelta(minutes=120)
     secure = _login(app.test_client(), "https://localhost").headers["Set-Cookie"]
     assert "; Secure" in secure
 
