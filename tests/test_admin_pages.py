@@ -254,6 +254,11 @@ def test_live_preview_follows_the_mapping_as_typed(x_app, client, ctx, fake_x, w
     half_typed = {**draft, "m-x_event_id": "tw-zzz-1"}
     shown = client.post(f"/sites/{site.id}/preview", data=half_typed).get_data(as_text=True)
     assert "cannot be used yet" in shown and "Outcome: <strong>unmapped</strong>" in shown
+    not_json = client.post(f"/sites/{site.id}/preview", data={**draft, "v-message": "{nope"})
+    assert "The message cannot be previewed: the message is not valid JSON" in not_json.get_data(
+        as_text=True
+    )
+    assert "cannot be used yet" not in not_json.get_data(as_text=True)  # the mapping is fine
     assert db.session.scalar(select(func.count(Mapping.id))) == 1  # nothing was saved
 
 

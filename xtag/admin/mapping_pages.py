@@ -211,8 +211,7 @@ def live_preview(site_id: int):
     editing = None
     if request.form.get("mapping_id", "").isdigit():
         editing = db.session.get(Mapping, int(request.form["mapping_id"]))
-    draft_error = result = None
-    drafted = None
+    drafted = draft_error = message_error = result = None
     if (form.event_name.data or "").strip():
         try:
             drafted = services.draft(form.data_for_service(site.id), editing)
@@ -221,9 +220,10 @@ def live_preview(site_id: int):
     try:
         result = _preview(site, preview_form.message.data, drafted, editing)
     except Invalid as exc:
-        draft_error = exc.message if draft_error is None else draft_error
-        return render_template("admin/_preview.html", result=None, draft_error=draft_error)
-    return render_template("admin/_preview.html", result=result, draft_error=draft_error)
+        message_error = exc.message
+    return render_template(
+        "admin/_preview.html", result=result, draft_error=draft_error, message_error=message_error
+    )
 
 
 @bp.route("/sites/<int:site_id>/sample")
