@@ -36,7 +36,7 @@
   draw("conversions-chart", {
     type: "bar",
     data: {
-      labels: data.conversions.map(function (row) { return row.pixel; }),
+      labels: data.conversions.map(function (row) { return row.pixel_id; }),
       datasets: ["delivered", "failed", "pending"].map(function (name) {
         return { label: name, data: data.conversions.map(function (row) { return row[name]; }),
                  backgroundColor: colors[name === "delivered" ? "forwarded" : name === "failed" ? "dropped" : "pending"] };

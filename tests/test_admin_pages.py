@@ -220,7 +220,7 @@ def test_dashboard_charts_the_last_day_and_links_failures(x_app, client, ctx, fa
     )
     assert sum(data["events"]["received"]) == 4 and sum(data["events"]["forwarded"]) == 3
     assert data["drops"] == [{"reason": "unmapped", "count": 1}]
-    assert data["conversions"] == [{"pixel": PIXEL, "delivered": 2, "failed": 1, "pending": 0}]
+    assert data["conversions"] == [{"pixel_id": PIXEL, "delivered": 2, "failed": 1, "pending": 0}]
     assert f'href="/deliveries/{failed.id}"' in page
     assert "is unhealthy" in page and "Ask an admin to reconnect it" in page
     assert "XTAG_EVENT_RETENTION_DAYS" in page and "30 days" in page

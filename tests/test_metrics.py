@@ -52,7 +52,7 @@ def test_counters_follow_events_from_the_collector_to_x(x_app, client, ctx, fake
     assert delta(before, after, "xtag_events_dropped_total", site=site.id, reason="unmapped") == 1
     assert delta(before, after, "xtag_events_dropped_total", site=site.id, reason="consent") == 1
     assert delta(before, after, "xtag_collector_refused_total", status=401) == 1
-    assert delta(before, after, "xtag_conversions_delivered_total", pixel=PIXEL) == 2
+    assert delta(before, after, "xtag_conversions_delivered_total", pixel_id=PIXEL) == 2
     assert delta(before, after, "xtag_x_requests_total", status="5xx") == 1
     assert delta(before, after, "xtag_x_requests_total", status="2xx") == 1
     assert delta(before, after, "xtag_retries_scheduled_total") == 1
@@ -68,7 +68,9 @@ def test_failed_conversions_are_counted_by_pixel_and_reason(x_app, client, ctx, 
     assert client.post("/v1/batch", json={"batch": [order(1)]}, headers=basic(site.write_key))
     deliver()
     after = scrape(client)
-    assert delta(before, after, "xtag_conversions_failed_total", pixel=PIXEL, reason="refused") == 1
+    assert (
+        delta(before, after, "xtag_conversions_failed_total", pixel_id=PIXEL, reason="refused") == 1
+    )
     assert delta(before, after, "xtag_x_requests_total", status="4xx") == 1
 
 
@@ -135,4 +137,4 @@ def test_processes_add_up_with_a_multiprocess_directory(app, ctx, environ, fake_
         for s in family.samples
     }
     assert families[("xtag_events_received_total", (("site", str(site.id)),))] == 4
-    assert families[("xtag_conversions_delivered_total", (("pixel", PIXEL),))] == 2
+    assert families[("xtag_conversions_delivered_total", (("pixel_id", PIXEL),))] == 2

@@ -36,13 +36,13 @@ COLLECTOR_REFUSED = Counter(
     "xtag_collector_refused_total", "Collector requests answered 4xx or 503.", ["status"]
 )
 CONVERSIONS_DELIVERED = Counter(
-    "xtag_conversions_delivered_total", "Conversions X accepted.", ["pixel"]
+    "xtag_conversions_delivered_total", "Conversions X accepted.", ["pixel_id"]
 )
 CONVERSIONS_FAILED = Counter(
     "xtag_conversions_failed_total",
     "Conversions that will not reach X without a retry by hand: rejected by X's "
     "validation, refused (401/403/404), or out of retries.",
-    ["pixel", "reason"],
+    ["pixel_id", "reason"],
 )
 X_REQUESTS = Counter(
     "xtag_x_requests_total", "Requests to X's conversions API, by status class.", ["status"]

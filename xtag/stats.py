@@ -15,6 +15,8 @@ from xtag.models import Connection, Delivery, DeliveryItem, Pixel, ReceivedEvent
 
 HOURS = 24
 FAILED = ("failed", "partial")
+# a conversion's status as the dashboard groups it; any other is pending
+ITEM_GROUPS = {"delivered": "delivered", "rejected": "failed", "failed": "failed"}
 
 
 def queues(client: redis.Redis, within: float = worker.HEARTBEAT_TTL) -> dict | None:
@@ -95,14 +97,7 @@ def last_day(session: Session, now: datetime | None = None) -> dict:
         .group_by(Pixel.pixel_id, DeliveryItem.status)
     ):
         row = conversions.setdefault(pixel_id, {"delivered": 0, "failed": 0, "pending": 0})
-        key = (
-            status
-            if status == "delivered"
-            else "failed"
-            if status in ("rejected", "failed")
-            else "pending"
-        )
-        row[key] += count
+        row[ITEM_GROUPS.get(status, "pending")] += count
     failures = session.scalars(
         select(Delivery).where(Delivery.status.in_(FAILED)).order_by(Delivery.id.desc()).limit(10)
     ).all()
@@ -113,7 +108,7 @@ def last_day(session: Session, now: datetime | None = None) -> dict:
         "hours": [h[11:] for h in hours],
         "events": series,
         "drops": [{"reason": r, "count": c} for r, c in drops],
-        "conversions": [{"pixel": p, **counts} for p, counts in sorted(conversions.items())],
+        "conversions": [{"pixel_id": p, **counts} for p, counts in sorted(conversions.items())],
         "failures": failures,
         "unhealthy": unhealthy,
     }
