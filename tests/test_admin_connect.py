@@ -18,9 +18,9 @@ from tests import factories, pii
 from tests.fake_x import FakeX
 from tests.test_admin_pages import csrf, login
 from tests.test_delivery import EVENT, PIXEL, basic, order
-from xtag import queue
 from xtag.extensions import db
 from xtag.models import AuditEntry, Connection, Mapping, Pixel
+from xtag.pipeline import queues
 
 SECRET = pii.SECRETS[1]  # a value the leak scan after every test looks for
 CALLBACK = "http://localhost/connections/connect/{}/callback"
@@ -73,12 +73,12 @@ def back(client, location: str) -> str:
 
 
 def flows() -> list[bytes]:
-    return list(queue.redis_client().scan_iter("xtag:connect:*"))
+    return list(queues.redis_client().scan_iter("xtag:connect:*"))
 
 
 def stored() -> str:
     """Everything in Redis and the database, as the leak scan reads it."""
-    return pii._redis_text(queue.redis_client()) + pii._database_text(db)
+    return pii._redis_text(queues.redis_client()) + pii._database_text(db)
 
 
 def session_cookie(app, client) -> tuple[str, dict]:
@@ -122,7 +122,7 @@ def test_oauth1_connects_an_account_audited_and_it_delivers(app, client, ctx, fa
     # Waiting for X: the secrets are neither in the cookie nor in clear in Redis.
     raw, content = session_cookie(app, client)
     [key] = flows()
-    assert 0 < queue.redis_client().ttl(key) <= 600
+    assert 0 < queues.redis_client().ttl(key) <= 600
     assert key.decode().endswith(content["xtag_connect_flow"])
     for secret in (SECRET, request_secret):
         assert secret not in raw and secret not in str(content) and secret not in stored()
@@ -224,7 +224,7 @@ def test_an_expired_flow_says_start_again(client, ctx, fake, kind):
     login(client, "admin")
     location = on_x(start(client, kind))
     [key] = flows()
-    queue.redis_client().pexpire(key, 1)
+    queues.redis_client().pexpire(key, 1)
     time.sleep(0.05)
     page = back(client, location)
     assert "The connection to X expired (it must be finished within 10 minutes)" in page

@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from tests import factories
-from xtag import services
 from xtag.extensions import db
 from xtag.models import ApiToken, AuditEntry, User
+from xtag.services import changes, tokens
+from xtag.services.resources import USERS
 
 PASSWORD = "correct horse"
 
@@ -39,7 +40,7 @@ def shown_token(html: str) -> str:
 
 
 def api_token(user: User) -> dict:
-    _, token = services.issue_api_token(None, user)
+    _, token = tokens.issue(None, user)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -63,7 +64,7 @@ def routes(user_id: int, token_id: int) -> list[tuple[str, str]]:
 
 def test_every_people_page_is_for_admins_only(client, ctx):
     admin = factories.user("admin@example.com", role="admin")
-    token, _ = services.issue_api_token(None, admin)
+    token, _ = tokens.issue(None, admin)
     for method, path in routes(admin.id, token.id):
         r = getattr(client, method)(path, data={"role": "marketer", "email": "x@example.com"})
         assert r.status_code == 302 and "/login" in r.headers["Location"], (method, path)
@@ -98,7 +99,7 @@ def test_admins_see_the_nav_links_and_every_page_renders_with_strict_headers(cli
 def test_every_form_refuses_a_post_without_the_csrf_token(app, client, ctx):
     admin = login(client)
     marketer = factories.user("m@example.com")
-    token, _ = services.issue_api_token(None, marketer)
+    token, _ = tokens.issue(None, marketer)
     app.config["WTF_CSRF_ENABLED"] = True
     posts = [
         ("/users", {"email": "new@example.com", "role": "marketer", "password": "long enough"}),
@@ -270,7 +271,7 @@ def test_the_api_refuses_to_demote_deactivate_or_delete_the_last_admin(client, c
     # a harmless change to the last admin still goes through
     assert client.patch(
         f"/api/v1/users/{admin.id}", json={"role": "admin", "active": True}, headers=headers
-    ).json == services.user_dict(admin)
+    ).json == USERS.dump(admin)
 
 
 def test_the_api_allows_it_once_another_active_admin_exists(client, ctx):
@@ -347,7 +348,7 @@ def test_a_token_is_shown_once_works_and_stops_working_when_revoked(client, ctx)
 def test_tokens_per_user_and_form_errors(client, ctx):
     admin = login(client)
     marketer = factories.user("m@example.com")
-    services.issue_api_token(None, marketer, "ci")
+    tokens.issue(None, marketer, "ci")
     page = client.get(f"/tokens?user_id={admin.id}").get_data(as_text=True)
     assert "API tokens of admin@example.com" in page and "No API tokens yet for admin" in page
     page = client.get(f"/tokens?user_id={marketer.id}").get_data(as_text=True)
@@ -364,13 +365,13 @@ def test_tokens_per_user_and_form_errors(client, ctx):
 
 
 def test_the_service_refuses_tokens_for_deactivated_users(ctx):
-    from xtag.schema import Invalid
+    from xtag.core.errors import Invalid
 
     user = factories.user("m@example.com")
     user.active = False
     db.session.commit()
     with pytest.raises(Invalid, match="deactivated"):
-        services.issue_api_token(None, user)
+        tokens.issue(None, user)
 
 
 # --- audit log ------------------------------------------------------------------------------
@@ -385,7 +386,7 @@ def test_the_audit_log_shows_changes_made_in_the_admin(client, ctx):
     eve = db.session.scalar(select(User).where(User.email == "eve@example.com"))
     client.post(f"/users/{eve.id}", data={"action": "role", "r-role": "admin"})
     client.post("/tokens", data={"user_id": str(eve.id), "name": "ci"})
-    services.audit(None, "create", "site", 7, {"name": {"from": None, "to": "Shop"}})
+    changes.audit(None, "create", "site", 7, {"name": {"from": None, "to": "Shop"}})
     db.session.commit()
     page = client.get("/audit").get_data(as_text=True)
     rows = re.findall(r"<tr>\s*<td>20.*?</tr>", page, re.S)
@@ -411,7 +412,7 @@ def test_the_audit_log_shows_changes_made_in_the_admin(client, ctx):
 def test_the_audit_log_pages_by_50_newest_first(client, ctx):
     login(client)
     for number in range(60):
-        services.audit(None, "update", "site", number, {"name": {"from": "a", "to": f"n{number}"}})
+        changes.audit(None, "update", "site", number, {"name": {"from": "a", "to": f"n{number}"}})
     db.session.commit()
     first = client.get("/audit").get_data(as_text=True)
     assert len(re.findall(r"<tr>\s*<td>20", first)) == 50

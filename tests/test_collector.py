@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from tests import factories, pii
-from xtag import inbox, queue
+from xtag.core.identity import hash_email, hash_phone
 from xtag.extensions import db
-from xtag.identity import hash_email, hash_phone
 from xtag.models import ReceivedEvent
-from xtag.visitors import DEDUP_SECONDS, dedup_key
+from xtag.pipeline import inbox, queues
+from xtag.pipeline.visitors import DEDUP_SECONDS, dedup_key
 
 
 def basic(key: str) -> dict:
@@ -33,7 +33,7 @@ def events() -> list[ReceivedEvent]:
 
 
 def queued() -> int:
-    return inbox.depth(queue.redis_client())
+    return inbox.depth(queues.redis_client())
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_email_and_phone_are_hashed_before_queueing(client, site, app, work):
         context={"traits": {"phone": pii.RAW_PHONE_LOCAL}},
     )
     assert client.post("/v1/track", json=message, headers=basic(site.write_key)).status_code == 200
-    raw_entry = repr(queue.redis_client().xrange(inbox.STREAM))
+    raw_entry = repr(queues.redis_client().xrange(inbox.STREAM))
     assert "jane.doe" not in raw_entry.lower()
     assert "4155552671" not in raw_entry and "555-2671" not in raw_entry
     work()
@@ -143,9 +143,9 @@ def test_timestamp_is_kept_and_clock_skew_corrected(client, site, work):
     assert first.message["timestamp"] == "2026-11-20T09:00:00.000Z"
     # originalTimestamp was 5 s before sentAt, so the event happened 5 s before receipt
     skewed = second.received_at.timestamp() - 5
-    from xtag.collector.intake import parse_time
+    from xtag.core.times import parse
 
-    assert abs(parse_time(second.message["timestamp"]).timestamp() - skewed) < 0.01
+    assert abs(parse(second.message["timestamp"]).timestamp() - skewed) < 0.01
 
 
 # --- twclid, IP, user agent --------------------------------------------------
@@ -216,7 +216,7 @@ def test_client_ip_honours_trusted_proxies(make_app, hops, expected):
             headers={**basic(site.write_key), "X-Forwarded-For": "10.9.9.9, 198.51.100.7"},
         )
         assert r.status_code == 200
-        entry = inbox.peek(queue.redis_client(app))[-1]
+        entry = inbox.peek(queues.redis_client(app))[-1]
         assert entry.events[0]["identifiers"]["ip_address"] == expected
 
 
@@ -275,20 +275,20 @@ def test_repeated_message_id_is_forwarded_once_within_48_hours(client, site, wor
         (site.id, "m-2", "duplicate"),
         (other.id, "m-1", None),
     ]
-    ttl = queue.redis_client().ttl(dedup_key(site.id, "m-1"))
+    ttl = queues.redis_client().ttl(dedup_key(site.id, "m-1"))
     assert DEDUP_SECONDS - 60 < ttl <= DEDUP_SECONDS
 
 
 def test_entry_read_twice_is_not_taken_for_a_duplicate(client, site):
     """An inbox entry read again (its worker died) still forwards its own events."""
-    from xtag import visitors
+    from xtag.pipeline import visitors
 
     client.post("/v1/track", json=track(messageId="once"), headers=basic(site.write_key))
-    [entry] = inbox.peek(queue.redis_client())
+    [entry] = inbox.peek(queues.redis_client())
     pairs = [(entry.id, e) for e in entry.events]
-    assert visitors.duplicates(queue.redis_client(), pairs) == [False]
-    assert visitors.duplicates(queue.redis_client(), pairs) == [False]  # read again
-    assert visitors.duplicates(queue.redis_client(), [("9-0", entry.events[0])]) == [True]
+    assert visitors.duplicates(queues.redis_client(), pairs) == [False]
+    assert visitors.duplicates(queues.redis_client(), pairs) == [False]  # read again
+    assert visitors.duplicates(queues.redis_client(), [("9-0", entry.events[0])]) == [True]
 
 
 def test_identify_traits_attach_to_later_events(client, site, work):
@@ -305,7 +305,7 @@ def test_identify_traits_attach_to_later_events(client, site, work):
     assert known.identifiers["hashed_email"] == hash_email(pii.RAW_EMAIL)
     assert known.identifiers["hashed_phone_number"] == hash_phone(pii.RAW_PHONE_E164)
     assert "hashed_email" not in stranger.identifiers
-    ttls = [queue.redis_client().ttl(k) for k in queue.redis_client().scan_iter("xtag:traits:*")]
+    ttls = [queues.redis_client().ttl(k) for k in queues.redis_client().scan_iter("xtag:traits:*")]
     assert ttls and all(29 * 86400 < t <= 30 * 86400 for t in ttls)
 
 
@@ -501,13 +501,13 @@ def test_analytics_next_short_paths_and_other_segment_types(client, site, work):
 def test_an_entry_that_cannot_be_recorded_is_set_aside_and_intake_goes_on(client, site, app, work):
     key = basic(site.write_key)
     client.post("/v1/track", json=track(messageId="before"), headers=key)
-    inbox.add(queue.redis_client(), [{"site_id": site.id, "message": {"type": "track"}}])  # broken
+    inbox.add(queues.redis_client(), [{"site_id": site.id, "message": {"type": "track"}}])  # broken
     client.post("/v1/track", json=track(messageId="after"), headers=key)
     work()
     assert [e.message_id for e in events()] == ["before", "after"]
-    [dead] = queue.redis_client().xrange(inbox.DEAD)
+    [dead] = queues.redis_client().xrange(inbox.DEAD)
     assert dead[1][b"reason"] == b"KeyError"
-    assert inbox.depth(queue.redis_client()) == 0
+    assert inbox.depth(queues.redis_client()) == 0
 
 
 def test_integers_beyond_64_bits_are_kept_and_nan_is_refused(client, site, work):

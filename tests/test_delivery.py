@@ -11,10 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from tests import factories, pii
-from xtag import connections, delivery
+from xtag.core.errors import Conflict
+from xtag.core.identity import hash_email, hash_phone
 from xtag.extensions import db
-from xtag.identity import hash_email, hash_phone
 from xtag.models import Connection, Delivery, DeliveryItem, Mapping, Pixel, ReceivedEvent
+from xtag.pipeline import credentials
+from xtag.services import deliveries as retrying
 
 PIXEL = "o8z6j"
 EVENT = "o87ne"
@@ -283,11 +285,12 @@ def test_after_the_last_retry_a_delivery_fails_and_a_retry_by_hand_succeeds(
     [sent] = deliveries()
     assert (sent.status, sent.attempts, sent.retries) == ("failed", 3, 2)
     assert fake_x.accepted() == []
-    assert delivery.retry_by_hand(sent.id)
+    retrying.retry(None, sent)
     deliver()
     [sent] = deliveries()
     assert sent.status == "delivered" and len(fake_x.accepted()) == 1
-    assert not delivery.retry_by_hand(sent.id)
+    with pytest.raises(Conflict, match="delivered; only failed or partial"):
+        retrying.retry(None, sent)
 
 
 # --- OAuth 2.0 refresh ----------------------------------------------------------------
@@ -330,7 +333,7 @@ def test_two_workers_refreshing_together_spend_the_refresh_token_once(x_app, ctx
     def refresh():
         with x_app.app_context():
             try:
-                results.append(connections.oauth2_credentials(connection_id, rejected_token=stale))
+                results.append(credentials.oauth2_credentials(connection_id, rejected_token=stale))
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 

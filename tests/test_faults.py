@@ -27,10 +27,10 @@ from tests import pii
 from tests.test_api import token_for
 from tests.test_delivery import basic, deliveries, items, order, send, setup_shop
 from tests.workers import kill, log_tail, start_worker
-from xtag import embedded, queue
-from xtag import worker as worker_module
+from xtag import embedded
 from xtag.extensions import db
 from xtag.models import Delivery, ReceivedEvent
+from xtag.pipeline import heartbeat, queues
 
 # The collector's settings here: the write key cached (no query per request,
 # even with the database away) and no per-site rate limit (these tests send
@@ -229,8 +229,8 @@ def x_worker(environ, fake_x, log: Path) -> subprocess.Popen:
     process = start_worker(
         environ, fake_x, log, XTAG_RETRY_DELAYS=RETRY_DELAYS, XTAG_X_TIMEOUT_SECONDS="1"
     )
-    client = queue.redis_client()
-    assert fake_x.wait_for(lambda: worker_module.alive(client), timeout=30), log_tail(log)
+    client = queues.redis_client()
+    assert fake_x.wait_for(lambda: heartbeat.alive(client), timeout=30), log_tail(log)
     return process
 
 

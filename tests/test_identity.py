@@ -2,7 +2,7 @@
 
 import pytest
 
-from xtag import identity
+from xtag.core import identity
 
 # Vectors from X's documentation (see shared/spec/x-conversions-api.md).
 X_VECTORS = [

@@ -76,7 +76,7 @@ def test_a_delivery_attempt_is_one_json_line_with_its_ids(app, client, ctx, envi
     assert client.post("/v1/batch", json={"batch": [order(1)]}, headers=basic(site.write_key))
     settings = {"XTAG_X_API_BASE": fake_x.base_url, "XTAG_BATCH_WINDOW_MS": "0"}
     lines = [json.loads(line) for line in _worker_log({**environ, **settings}).splitlines()]
-    [attempt] = [line for line in lines if line["logger"] == "xtag.delivery"]
+    [attempt] = [line for line in lines if line["logger"] == "xtag.pipeline.sending"]
     delivery = db.session.scalar(select(Delivery))
     assert (attempt["delivery"], attempt["pixel"]) == (delivery.id, delivery.pixel_key)
     assert attempt["status"] == 200 and attempt["conversions"] == 1 and attempt["job"]
@@ -88,5 +88,5 @@ def test_the_worker_logs_text_when_asked(app, client, ctx, environ, fake_x):
     assert client.post("/v1/batch", json={"batch": [order(1)]}, headers=basic(site.write_key))
     settings = {"XTAG_X_API_BASE": fake_x.base_url, "XTAG_BATCH_WINDOW_MS": "0"}
     text = _worker_log({**environ, **settings}, "--log-format", "text")
-    assert "INFO xtag.delivery: delivery" in text and "delivery=" in text
+    assert "INFO xtag.pipeline.sending: delivery" in text and "delivery=" in text
     assert not any(line.startswith("{") for line in text.splitlines())

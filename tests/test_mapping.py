@@ -2,8 +2,8 @@
 
 import pytest
 
-from xtag import mapping
-from xtag.mapping import Rule
+from xtag.core import mapping
+from xtag.core.mapping import Rule
 
 HASHED = "e586883b2b4faf78d48300a79e0e15138d664cdf796ffb86e533170a9893eda8"
 RULE = Rule(pixel_key=1, pixel_id="o8z6j", x_event_id="o87ne")

@@ -9,10 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from tests import factories, pii
-from xtag import services
-from xtag.crypto import CredentialError
+from xtag.core.crypto import CredentialError
 from xtag.extensions import db
 from xtag.models import ApiToken, Connection, Mapping, ReceivedEvent, Site, utcnow
+from xtag.services import changes
+from xtag.services.resources import SITES
 
 
 def test_migrations_have_one_head_and_match_the_models(app, ctx):
@@ -96,6 +97,6 @@ def test_deleting_a_site_deletes_its_mappings_and_events_on_every_database(clien
         ReceivedEvent(site_id=site.id, type="track", received_at=utcnow(), outcome="unmapped")
     )
     db.session.commit()
-    services.delete(services.SITES, None, db.session.get(Site, site.id))
+    changes.delete(SITES, None, db.session.get(Site, site.id))
     db.session.expire_all()
     assert db.session.query(Mapping).count() == 0 and db.session.query(ReceivedEvent).count() == 0

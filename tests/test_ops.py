@@ -2,7 +2,7 @@
 
 import time
 
-from xtag import queue, worker
+from xtag.pipeline import heartbeat, queues, worker
 
 
 def test_healthz_answers_while_the_process_is_up(client):
@@ -15,13 +15,13 @@ def test_readyz_needs_a_live_worker(app, client):
     assert r.json["checks"]["database"] == {"ok": True}
     assert r.json["checks"]["workers"] == {"ok": False, "alive": 0}
     with app.app_context():
-        intake = worker.Intake(app, name="test-worker")
+        intake = worker.Consumer(app, name="test-worker")
         intake.heartbeat()
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json["status"] == "ready"
     assert r.json["checks"]["workers"] == {"ok": True, "alive": 1}
-    stale = {"old-worker": time.time() - worker.HEARTBEAT_TTL - 1}
-    queue.redis_client(app).zadd(worker.WORKERS, stale)
+    stale = {"old-worker": time.time() - heartbeat.TTL - 1}
+    queues.redis_client(app).zadd(heartbeat.WORKERS, stale)
     assert client.get("/readyz").json["checks"]["workers"]["alive"] == 1  # the stale one is not
 
 
@@ -35,14 +35,14 @@ def test_readyz_reports_redis_down(make_app):
 
 def test_how_recent_a_heartbeat_readyz_needs_is_configurable(app, make_app):
     strict = make_app(XTAG_READY_WORKER_SECONDS="10")  # (the app fixture emptied Redis)
-    queue.redis_client(strict).zadd(worker.WORKERS, {"w": time.time() - 15})
+    queues.redis_client(strict).zadd(heartbeat.WORKERS, {"w": time.time() - 15})
     assert strict.test_client().get("/readyz").status_code == 503
     lenient = make_app(XTAG_READY_WORKER_SECONDS="60")
     assert lenient.test_client().get("/readyz").status_code == 200
 
 
 def test_the_worker_schedule_runs_each_task_when_due(app):
-    intake = worker.Intake(app, name="scheduled")
+    intake = worker.Consumer(app, name="scheduled")
     intake.run_due()
     first = dict(intake._next_run)
     assert (
@@ -56,4 +56,4 @@ def test_the_worker_schedule_runs_each_task_when_due(app):
     )
     intake.run_due()  # nothing is due again yet
     assert intake._next_run == first
-    assert worker.alive(queue.redis_client(app)) == ["scheduled"]
+    assert heartbeat.alive(queues.redis_client(app)) == ["scheduled"]

@@ -3,13 +3,13 @@
 from sqlalchemy import select
 
 from tests import factories, pii
-from xtag import queue
 from xtag.extensions import db
 from xtag.models import Connection, ReceivedEvent
+from xtag.pipeline import queues
 
 
 def test_scan_finds_raw_email_in_redis(app, ctx):
-    client = queue.redis_client()
+    client = queues.redis_client()
     client.set("stray", f"hello {pii.RAW_EMAIL}")
     assert pii.leaks(db, client) == [f"redis: {pii.RAW_EMAIL.lower()}", "redis: jane.doe"]
     client.delete("stray")
@@ -26,12 +26,12 @@ def test_scan_finds_raw_phone_and_secret_in_the_database(app, ctx):
     conn = Connection(name="plain", auth_type="pixel_token", credentials_encrypted=pii.SECRETS[0])
     db.session.add(conn)
     db.session.commit()
-    found = pii.leaks(db, queue.redis_client())
+    found = pii.leaks(db, queues.redis_client())
     assert "database: 4155552671" in found and f"database: {pii.SECRETS[0]}" in found
     db.session.delete(event)
     db.session.delete(conn)
     db.session.commit()
-    assert pii.leaks(db, queue.redis_client()) == []
+    assert pii.leaks(db, queues.redis_client()) == []
     assert db.session.scalars(select(ReceivedEvent)).all() == []
 
 

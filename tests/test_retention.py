@@ -6,9 +6,9 @@ from sqlalchemy import select
 
 from tests import factories
 from tests.test_delivery import basic, order, setup_shop
-from xtag import retention, worker
 from xtag.extensions import db
 from xtag.models import AuditEntry, DeliveryAttempt, DeliveryItem, ReceivedEvent, utcnow
+from xtag.pipeline import retention, worker
 
 
 def test_worker_purges_events_past_retention(app, ctx):
@@ -25,7 +25,7 @@ def test_worker_purges_events_past_retention(app, ctx):
             )
         )
     db.session.commit()
-    worker.Intake(app, name="w").run_due()  # the worker's scheduled work, all due at start
+    worker.Consumer(app, name="w").run_due()  # the worker's scheduled work, all due at start
     db.session.expire_all()
     kept = [
         e.event_name for e in db.session.scalars(select(ReceivedEvent).order_by(ReceivedEvent.id))

@@ -21,9 +21,9 @@ from tests import factories
 from tests.fake_x import FakeX
 from tests.test_beacon import CHROMIUM, CHROMIUM_ARGS, Shop, needs_chromium
 from tests.test_delivery import EVENT, PIXEL
-from xtag import worker
 from xtag.extensions import db
 from xtag.models import ReceivedEvent
+from xtag.pipeline import worker
 
 PASSWORD = "correct horse battery"
 
@@ -211,7 +211,7 @@ def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium
         marketer.shot("delivery-log")
         marketer.page.click("table a")
         assert re.search(r"\b200\b", marketer.page.inner_text("main"))
-        worker.Intake(app, name="walkthrough").heartbeat()  # deliver() is this test's worker
+        worker.Consumer(app, name="walkthrough").heartbeat()  # deliver() is this test's worker
         marketer.nav("Dashboard")
         marketer.page.wait_for_selector("body.charts-on")
         marketer.shot("dashboard")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from xtag.x_api.responses import classify, error_message
+from xtag.core.x_answers import classify, error_message
 
 OK_BODY = (
     '{"request":{"params":{"account_id":"18ce552mlaq"}},'

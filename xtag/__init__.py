@@ -1,4 +1,7 @@
-"""xtag: a server-side tag manager for the X Ads Conversions API."""
+"""xtag: a server-side tag manager for the X Ads Conversions API.
+
+The app factory: configuration, extensions, the web edges (collector, admin,
+api, ops), error pages and commands, each registered by a helper below."""
 
 from __future__ import annotations
 
@@ -95,14 +98,14 @@ class ByPath:
 def create_collector_app(app: Flask) -> Flask:
     """The collector as its own lean Flask app, sharing the main app's config
     and database engine: no session, login or CSRF work on the hot path."""
-    from xtag import collector
+    from xtag.collector import bp
 
     lean = Flask("xtag.collector", instance_path=app.instance_path)
     lean.config = app.config
     lean.session_interface = NoSessions()
     with app.app_context():
         lean.extensions["xtag_engine"] = db.engine
-    lean.register_blueprint(collector.bp)
+    lean.register_blueprint(bp)
     register_errorhandlers(lean)
     return lean
 
@@ -125,12 +128,14 @@ def _sqlite_foreign_keys(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from xtag import admin, api, ops
+    from xtag.admin import bp as admin
+    from xtag.api import bp as api
+    from xtag.ops import bp as ops
 
-    csrf.exempt(api.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(ops.bp)
-    app.register_blueprint(admin.bp)
+    csrf.exempt(api)
+    app.register_blueprint(api)
+    app.register_blueprint(ops)
+    app.register_blueprint(admin)
 
 
 def register_errorhandlers(app: Flask) -> None:

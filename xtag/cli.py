@@ -10,19 +10,15 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from xtag import inbox, logs, queue, retention, services
-from xtag import worker as worker_mod
+from xtag import logs
+from xtag.core.errors import Invalid
+from xtag.core.times import parse_filter
 from xtag.extensions import db
-from xtag.models import (
-    ROLES,
-    ApiToken,
-    Connection,
-    Delivery,
-    DeliveryItem,
-    Site,
-    User,
-)
-from xtag.schema import Invalid
+from xtag.models import ROLES, ApiToken, Connection, Delivery, Site, User
+from xtag.pipeline import retention
+from xtag.pipeline import worker as worker_mod
+from xtag.services import accounts, changes, deliveries, monitoring, tokens
+from xtag.services.resources import USERS
 
 xtag_cli = AppGroup("xtag", help="xtag operator commands.")
 
@@ -44,7 +40,7 @@ def create_user(email: str, role: str, password: str | None) -> None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     data = {"email": email, "role": role, "password": password, "active": True}
     try:
-        user = services.create(services.USERS, None, data)
+        user = changes.create(USERS, None, data)
     except Invalid as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"created {user.role} {user.email}")
@@ -56,7 +52,7 @@ def create_user(email: str, role: str, password: str | None) -> None:
 def create_api_token(email: str, name: str) -> None:
     """Print a new management-API token for a user (only its hash is stored)."""
     try:
-        _, token = services.issue_api_token(None, _user(email), name=name)
+        _, token = tokens.issue(None, _user(email), name=name)
     except Invalid as exc:
         raise click.ClickException(exc.message) from None
     click.echo(token)
@@ -65,20 +61,13 @@ def create_api_token(email: str, name: str) -> None:
 @xtag_cli.command("ensure-admin")
 def ensure_admin() -> None:
     """Make sure an admin exists; a generated password is printed once."""
-    if db.session.scalar(select(User).where(User.role == "admin", User.active.is_(True))):
+    email = os.environ.get("XTAG_ADMIN_EMAIL") or "admin@localhost"
+    password = os.environ.get("XTAG_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+    user = accounts.ensure_admin(email, password)
+    if user is None:
         click.echo("admin user: already set up (log in with the password you were given)")
         return
-    email = (os.environ.get("XTAG_ADMIN_EMAIL") or "admin@localhost").strip().lower()
-    password = os.environ.get("XTAG_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-    user = db.session.scalar(select(User).where(User.email == email)) or User(email=email)
-    user.role, user.active = "admin", True
-    user.set_password(password)
-    db.session.add(user)
-    db.session.flush()
-    services.audit(
-        None, "create", "user", user.id, {"email": email, "role": "admin", "password": "changed"}
-    )
-    db.session.commit()
+    email = user.email
     shown = password if not os.environ.get("XTAG_ADMIN_PASSWORD") else "(from XTAG_ADMIN_PASSWORD)"
     click.echo(f"admin user: {email}  password: {shown}  (shown once; keep it)")
 
@@ -109,7 +98,7 @@ def revoke_api_token(prefix: str) -> None:
     ).all()
     if not rows:
         raise click.ClickException(f"no active token starts with {prefix[:12]}")
-    click.echo(f"revoked {services.revoke_api_tokens(None, rows)} token(s)")
+    click.echo(f"revoked {tokens.revoke(None, rows)} token(s)")
 
 
 @xtag_cli.command("rotate-keys")
@@ -129,7 +118,7 @@ def rotate_keys() -> None:
 def retry_failed(pixel: str | None, since: str | None) -> None:
     """Queue failed deliveries again."""
     try:
-        retried = services.retry_failed(None, pixel, services.parse_since(since))
+        retried = deliveries.retry_failed(None, pixel, parse_filter(since))
     except Invalid as exc:
         raise click.BadParameter(exc.message, param_hint="--since") from None
     click.echo(f"queued {len(retried)} delivery(ies) again")
@@ -145,20 +134,15 @@ def purge() -> None:
 @xtag_cli.command("status")
 def status() -> None:
     """Queue depth, workers alive, failed deliveries, unhealthy connections."""
-    connection = queue.redis_client()
     failed = db.session.scalar(
         select(func.count()).select_from(Delivery).where(Delivery.status.in_(("failed", "partial")))
     )
     unhealthy = db.session.scalars(select(Connection).where(Connection.status == "unhealthy")).all()
-    waiting = db.session.scalar(
-        select(func.count()).select_from(DeliveryItem).where(DeliveryItem.delivery_id.is_(None))
-    )
-    workers = worker_mod.alive(connection)
-    click.echo(f"inbox: {inbox.depth(connection)} request(s) not yet recorded")
-    click.echo(f"conversions waiting for a batch: {waiting}")
-    click.echo(
-        f"workers alive: {len(workers)}" + ("" if workers else "  (none: nothing is delivered!)")
-    )
+    queues = monitoring.queues(current_app.config["XTAG_READY_WORKER_SECONDS"]) or {}
+    workers = queues.get("workers_alive", 0)
+    click.echo(f"inbox: {queues.get('inbox_depth', '?')} request(s) not yet recorded")
+    click.echo(f"conversions waiting for a batch: {monitoring.waiting()['conversions_waiting']}")
+    click.echo(f"workers alive: {workers}" + ("" if workers else "  (none: nothing is delivered!)"))
     click.echo(f"failed deliveries: {failed}")
     for row in unhealthy:
         click.echo(f"unhealthy connection {row.id} ({row.name}): {row.last_error}")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from xtag import fastjson, retention
+from xtag.core import fastjson
+from xtag.pipeline import retention
 
 
 class ConfigError(RuntimeError):

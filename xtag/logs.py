@@ -9,9 +9,12 @@ import re
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 
 import orjson
 from rq import get_current_job
+
+from xtag.core.times import iso_ms
 
 FORMATS = ("json", "text")
 # Ids a log record may carry, from `extra=` or from the context below.
@@ -45,8 +48,7 @@ def _ids(record: logging.LogRecord) -> dict:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": iso_ms(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

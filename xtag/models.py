@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from xtag import crypto
+from xtag.core import crypto
 from xtag.extensions import db
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")

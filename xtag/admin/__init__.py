@@ -1,7 +1,18 @@
-"""The browser admin: login and the pages marketers and admins use."""
+"""The browser admin: one module per resource, each adding its pages to the
+blueprint in `base`. Pages read through models and services.queries and
+change things only through xtag.services."""
 
-from flask import Blueprint
+from xtag.admin import (  # noqa: F401  (each module adds its routes to bp)
+    audit,
+    auth,
+    connections,
+    dashboard,
+    deliveries,
+    events,
+    mappings,
+    sites,
+    users,
+)
+from xtag.admin.base import bp
 
-bp = Blueprint("admin", __name__)
-
-from xtag.admin import connect, mapping_pages, pages, people, views  # noqa: E402,F401
+__all__ = ["bp"]

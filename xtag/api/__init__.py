@@ -1,7 +1,6 @@
-"""The management API: JSON under /api/v1/, bearer tokens, an OpenAPI document."""
+"""The management API: JSON under /api/v1/, bearer tokens, an OpenAPI
+document. HTTP only: rules and changes live in xtag.services."""
 
-from flask import Blueprint
+from xtag.api.views import bp
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-from xtag.api import views  # noqa: E402,F401
+__all__ = ["bp"]

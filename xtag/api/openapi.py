@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xtag.schemas import PREVIEW
+from xtag.services.preview import PREVIEW
 
 ERROR = {
     "type": "object",

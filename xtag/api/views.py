@@ -1,41 +1,48 @@
-"""Management API routes: thin; rules live in services, mapping and delivery."""
+"""Management API routes: thin; rules and changes live in xtag.services."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import g, jsonify, request
-from sqlalchemy import func, select
+from flask import Blueprint, g, jsonify, request
+from sqlalchemy import select
 
-from xtag import delivery, services
-from xtag.api import bp, openapi
-from xtag.api.auth import requires
+from xtag.api import openapi
+from xtag.api.auth import error_answer, requires
+from xtag.core.errors import Invalid, NotFound
+from xtag.core.fields import BIG_ID_MAX, ID_MAX
+from xtag.core.times import parse_filter
 from xtag.extensions import db
 from xtag.models import AuditEntry, Delivery, Mapping, Pixel, ReceivedEvent, Site, User
-from xtag.schema import BIG_ID_MAX, ID_MAX, Invalid
-from xtag.schemas import PREVIEW
+from xtag.services import changes, queries
+from xtag.services import deliveries as delivery_service
+from xtag.services.changes import Kind
+from xtag.services.preview import PREVIEW
+from xtag.services.preview import preview as preview_of
+from xtag.services.resources import CONNECTIONS, MAPPINGS, PIXELS, SITES, USERS
 
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
 LIMIT_MAX = 200
 
 
 @dataclass(frozen=True)
 class Resource:
     path: str
-    kind: services.Kind
+    kind: Kind
     write_role: str
     filters: dict[str, tuple[object, type]]
     read_role: str = "marketer"
 
 
 RESOURCES = (
-    Resource("sites", services.SITES, "marketer", {"name": (Site.name, str)}),
-    Resource("connections", services.CONNECTIONS, "admin", {}),
-    Resource("users", services.USERS, "admin", {"role": (User.role, str)}, read_role="admin"),
-    Resource("pixels", services.PIXELS, "marketer", {"connection_id": (Pixel.connection_id, int)}),
+    Resource("sites", SITES, "marketer", {"name": (Site.name, str)}),
+    Resource("connections", CONNECTIONS, "admin", {}),
+    Resource("users", USERS, "admin", {"role": (User.role, str)}, read_role="admin"),
+    Resource("pixels", PIXELS, "marketer", {"connection_id": (Pixel.connection_id, int)}),
     Resource(
         "mappings",
-        services.MAPPINGS,
+        MAPPINGS,
         "marketer",
         {
             "site_id": (Mapping.site_id, int),
@@ -53,16 +60,7 @@ def refuse_nul_in_query():
             raise Invalid(f"{name} may not contain NUL characters", name)
 
 
-@bp.errorhandler(Invalid)
-def invalid(error: Invalid):
-    body = {"code": error.code, "message": error.message}
-    if error.field:
-        body["field"] = error.field
-    response = jsonify(error=body)
-    response.status_code = error.status
-    if error.retry_after:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+bp.register_error_handler(Invalid, error_answer)
 
 
 def _int_arg(name: str, default: int | None, low: int = 0, high: int | None = None) -> int | None:
@@ -76,21 +74,20 @@ def _int_arg(name: str, default: int | None, low: int = 0, high: int | None = No
 
 
 def _since() -> datetime | None:
-    return services.parse_since(request.args.get("since"))
+    return parse_filter(request.args.get("since"))
 
 
 def _page(query, serialize, order):
     limit = _int_arg("limit", 50, 1, LIMIT_MAX)
     offset = _int_arg("offset", 0, 0)
-    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = db.session.scalars(query.order_by(order).limit(limit).offset(offset)).all()
+    rows, total = queries.page(query, order, limit, offset)
     return jsonify(items=[serialize(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-def _row(kind: services.Kind, row_id: int):
+def _row(kind: Kind, row_id: int):
     row = db.session.get(kind.model, row_id) if row_id <= ID_MAX else None
     if row is None:
-        raise Invalid(f"no {kind.name} with id {row_id}", None, 404, "not_found")
+        raise NotFound(f"no {kind.name} with id {row_id}")
     return row
 
 
@@ -111,25 +108,25 @@ def _register(resource: Resource) -> None:
             if name in request.args:
                 value = _int_arg(name, None) if cast is int else request.args[name]
                 query = query.where(column == value)
-        return _page(query, kind.serialize, model.id)
+        return _page(query, kind.dump, model.id)
 
     @requires(resource.write_role)
     def create():
-        row = services.create(kind, g.api_user, _json_body())
-        return jsonify(kind.serialize(row)), 201
+        row = changes.create(kind, g.api_user, _json_body())
+        return jsonify(kind.dump(row)), 201
 
     @requires(resource.read_role)
     def read(row_id: int):
-        return jsonify(kind.serialize(_row(kind, row_id)))
+        return jsonify(kind.dump(_row(kind, row_id)))
 
     @requires(resource.write_role)
     def change(row_id: int):
-        row = services.update(kind, g.api_user, _row(kind, row_id), _json_body())
-        return jsonify(kind.serialize(row))
+        row = changes.update(kind, g.api_user, _row(kind, row_id), _json_body())
+        return jsonify(kind.dump(row))
 
     @requires(resource.write_role)
     def remove(row_id: int):
-        services.delete(kind, g.api_user, _row(kind, row_id))
+        changes.delete(kind, g.api_user, _row(kind, row_id))
         return "", 204
 
     base = f"/{resource.path}"
@@ -149,77 +146,63 @@ for _resource in RESOURCES:
 def preview():
     """The conversions a message would produce, built by the worker's own code; sends nothing."""
     data = PREVIEW.clean(_json_body())
-    site = _row(services.SITES, data["site_id"])
-    return jsonify(services.preview(site, data["message"]))
+    site = _row(SITES, data["site_id"])
+    return jsonify(preview_of(site, data["message"]))
 
 
 def _deliveries_query():
     args = request.args
-    return services.deliveries(args.get("status"), args.get("pixel"), _since())
+    return queries.deliveries(args.get("status"), args.get("pixel"), _since())
 
 
 @bp.route("/deliveries", methods=["GET"])
 @requires("marketer")
 def deliveries():
-    return _page(_deliveries_query(), services.delivery_dict, Delivery.id.desc())
+    return _page(_deliveries_query(), queries.DELIVERY.dump, Delivery.id.desc())
 
 
 def _delivery(row_id: int) -> Delivery:
     row = db.session.get(Delivery, row_id) if row_id <= BIG_ID_MAX else None
     if row is None:
-        raise Invalid(f"no delivery with id {row_id}", None, 404, "not_found")
+        raise NotFound(f"no delivery with id {row_id}")
     return row
 
 
 @bp.route("/deliveries/<int:row_id>", methods=["GET"])
 @requires("marketer")
 def delivery_detail(row_id: int):
-    return jsonify(services.delivery_dict(_delivery(row_id), detail=True))
+    return jsonify(queries.DELIVERY.dump(_delivery(row_id), detail=True))
 
 
 @bp.route("/deliveries/<int:row_id>/retry", methods=["POST"])
 @requires("admin")
 def delivery_retry(row_id: int):
     row = _delivery(row_id)
-    if not delivery.retry_by_hand(row_id):
-        raise Invalid(
-            f"delivery {row_id} is {row.status}; only failed or partial ones can be retried",
-            None,
-            409,
-            "conflict",
-        )
-    services.audit(g.api_user, "retry", "delivery", row_id, {})
-    db.session.commit()
-    return jsonify(services.delivery_dict(row))
+    delivery_service.retry(g.api_user, row)
+    return jsonify(queries.DELIVERY.dump(row))
 
 
 @bp.route("/deliveries/retry", methods=["POST"])
 @requires("admin")
 def deliveries_retry():
     """Retry every failed delivery, filtered by ?pixel= and ?since=."""
-    retried = services.retry_failed(g.api_user, request.args.get("pixel"), _since())
+    retried = delivery_service.retry_failed(g.api_user, request.args.get("pixel"), _since())
     return jsonify(retried=retried)
 
 
 @bp.route("/events", methods=["GET"])
 @requires("marketer")
 def events():
-    query = select(ReceivedEvent)
-    for name, column in (
-        ("site_id", ReceivedEvent.site_id),
-        ("event_name", ReceivedEvent.event_name),
-        ("outcome", ReceivedEvent.outcome),
-    ):
-        if name in request.args:
-            value = _int_arg(name, None) if name == "site_id" else request.args[name]
-            query = query.where(column == value)
-    return _page(query, services.event_dict, ReceivedEvent.id.desc())
+    query = queries.events(
+        _int_arg("site_id", None), request.args.get("event_name"), request.args.get("outcome")
+    )
+    return _page(query, queries.EVENT.dump, ReceivedEvent.id.desc())
 
 
 @bp.route("/audit", methods=["GET"])
 @requires("admin")
 def audit_log():
-    return _page(select(AuditEntry), services.audit_dict, AuditEntry.id.desc())
+    return _page(select(AuditEntry), queries.AUDIT.dump, AuditEntry.id.desc())
 
 
 @bp.route("/openapi.json", methods=["GET"])

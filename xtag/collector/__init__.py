@@ -1,7 +1,7 @@
-"""The first-party collector: Segment's HTTP Tracking API, spoken natively."""
+"""The first-party collector: Segment's HTTP Tracking API, spoken natively.
+HTTP only (read, authenticate, check the origin, hand off); its rules live in
+xtag.core.messages, its hand-off in xtag.pipeline.inbox."""
 
-from flask import Blueprint
+from xtag.collector.views import bp
 
-bp = Blueprint("collector", __name__)
-
-from xtag.collector import views  # noqa: E402,F401
+__all__ = ["bp"]

@@ -1,7 +1,7 @@
 """HTTP edge of the collector: read, authenticate, check origin, hand off.
 
-All rules live in `intake`; this module only moves data between the request,
-the site cache and Redis.
+All rules live in xtag.core.messages; this module only moves data between
+the request, the site cache and the inbox, and turns refusals into answers.
 """
 
 from __future__ import annotations
@@ -10,24 +10,39 @@ import logging
 from datetime import UTC, datetime
 
 import redis
-from flask import Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
-from xtag import inbox, logs, metrics, queue
-from xtag.collector import bp, sites
-from xtag.collector.intake import (
+from xtag import logs
+from xtag.core.identity import clean_twclid
+from xtag.core.messages import (
     BATCH_LIMIT,
     MESSAGE_LIMIT,
     Rejected,
     RequestFacts,
+    TooLarge,
+    UnsupportedEncoding,
     decode_body,
     messages_of,
     prepare,
     validate,
 )
-from xtag.identity import clean_twclid
+from xtag.pipeline import counters, inbox
+from xtag.services import writekeys
 
 log = logging.getLogger(__name__)
+bp = Blueprint("collector", __name__)
+
+
+class Unauthorized(Rejected):
+    """No write key, or one no site has."""
+
+
+class ForbiddenOrigin(Rejected):
+    """A page whose origin the site does not allow."""
+
+
+STATUS = {TooLarge: 413, UnsupportedEncoding: 415, Unauthorized: 401, ForbiddenOrigin: 403}
 
 TWCLID_COOKIE = "_xtag_twclid"
 TWCLID_COOKIE_SECONDS = 30 * 24 * 3600
@@ -44,7 +59,7 @@ ROUTES = {
 
 
 def _error(message: str, status: int):
-    metrics.COLLECTOR_REFUSED.labels(status).inc()
+    counters.COLLECTOR_REFUSED.labels(status).inc()
     response = jsonify(error=message)
     response.status_code = status
     return response
@@ -58,15 +73,13 @@ def _retry_later(message: str, status: int, seconds: int):
 
 def _read_body() -> bytes:
     if request.content_length is not None and request.content_length > BATCH_LIMIT:
-        raise Rejected(
-            f"body is {request.content_length} bytes; a request may be at most 500 KB", 413
-        )
+        raise TooLarge(f"body is {request.content_length} bytes; a request may be at most 500 KB")
     try:
         raw = request.stream.read(BATCH_LIMIT + 1)
     except ClientDisconnected:
         raise Rejected("body ended early") from None
     if len(raw) > BATCH_LIMIT:
-        raise Rejected("body is over 500 KB; a request may be at most 500 KB", 413)
+        raise TooLarge("body is over 500 KB; a request may be at most 500 KB")
     return raw
 
 
@@ -77,8 +90,8 @@ def _write_key(body: dict) -> str:
     key = body.get("writeKey")
     if isinstance(key, str) and key:
         return key
-    raise Rejected(
-        "missing write key: send it as the HTTP Basic username or as writeKey in the body", 401
+    raise Unauthorized(
+        "missing write key: send it as the HTTP Basic username or as writeKey in the body"
     )
 
 
@@ -94,24 +107,24 @@ def _facts() -> RequestFacts:
 
 def _collect(route: str):
     body, size = decode_body(_read_body(), request.headers.get("Content-Encoding"))
-    site = sites.lookup(
+    site = writekeys.lookup(
         current_app.extensions["xtag_engine"],
         _write_key(body),
         current_app.config["XTAG_SITE_CACHE_SECONDS"],
     )
     if site is None:
-        raise Rejected("unknown write key", 401)
+        raise Unauthorized("unknown write key")
     logs.bind(site=site.id)
     origin = request.headers.get("Origin")
     if origin and site.allowed_origins and origin.rstrip("/").lower() not in site.allowed_origins:
-        raise Rejected(f"origin {origin} is not allowed for this site", 403)
+        raise ForbiddenOrigin(f"origin {origin} is not allowed for this site")
     facts = _facts()
     small = size <= MESSAGE_LIMIT  # then no message in it can be over the limit
     checked = [(validate(m, path, route, small), m) for path, m in messages_of(body, route)]
     events = [prepare(m, kind, site, facts) for kind, m in checked]
     limit = site.rate_limit or current_app.config["XTAG_SITE_RATE_LIMIT"]
     try:
-        entry_id = inbox.add(queue.redis_client(), events, f"site:{site.id}", limit)
+        entry_id = inbox.accept(events, f"site:{site.id}", limit)
     except inbox.OverLimit as exc:
         message = f"this site sends more than {limit} events per second; retry later"
         return _retry_later(message, 429, exc.retry_after)
@@ -122,7 +135,7 @@ def _collect(route: str):
         return _retry_later(
             "cannot queue the event right now; retry later", 503, RETRY_AFTER_SECONDS
         )
-    metrics.EVENTS_RECEIVED.labels(site.id).inc(len(events))
+    counters.EVENTS_RECEIVED.labels(site.id).inc(len(events))
     log.debug("queued %d events for site %s as %s", len(events), site.id, entry_id)
     response = Response(SUCCESS, mimetype="application/json")
     twclid = next(
@@ -144,7 +157,7 @@ def _endpoint(route: str):
         try:
             return _collect(route)
         except Rejected as exc:
-            return _error(str(exc), exc.status)
+            return _error(str(exc), STATUS.get(type(exc), 400))
 
     view.__name__ = route
     return view

@@ -7,14 +7,21 @@ with a message that says what is wrong.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import phonenumbers
 
-from xtag.mapping import OVERRIDABLE, valid_path
-from xtag.schema import Invalid
-from xtag.x_api.auth import REQUIRED
+from xtag.core.errors import Invalid
+from xtag.core.mapping import OVERRIDABLE, valid_path
 
+# What each kind of connection to X needs (oauth2 may also hold client_secret, expires_at)
+CREDENTIALS = {
+    "oauth1": ("consumer_key", "consumer_secret", "access_token", "access_token_secret"),
+    "pixel_token": ("token",),
+    "oauth2": ("client_id", "access_token", "refresh_token"),
+}
+OPTIONAL_CREDENTIALS = {"oauth2": ("client_secret", "expires_at")}
 BASE36 = re.compile(r"^[0-9a-z]{1,32}$")
 LONG_EVENT = re.compile(r"^tw-([0-9a-z]+)-([0-9a-z]+)$")
 
@@ -97,12 +104,10 @@ def field_overrides(value: dict) -> dict:
 
 def credentials(auth_type: str, values: dict) -> dict:
     """Complete credentials for the connection type, all strings (expires_at a number)."""
-    missing = [name for name in REQUIRED[auth_type] if not values.get(name)]
+    missing = [name for name in CREDENTIALS[auth_type] if not values.get(name)]
     if missing:
         raise Invalid(f"{auth_type} credentials need {', '.join(missing)}", "credentials")
-    allowed = set(REQUIRED[auth_type]) | (
-        {"client_secret", "expires_at"} if auth_type == "oauth2" else set()
-    )
+    allowed = {*CREDENTIALS[auth_type], *OPTIONAL_CREDENTIALS.get(auth_type, ())}
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise Invalid(f"unknown credential field {unknown[0]} for {auth_type}", "credentials")
@@ -114,3 +119,14 @@ def credentials(auth_type: str, values: dict) -> dict:
                 "credentials",
             )
     return dict(values)
+
+
+def expires_at(credentials: dict) -> datetime | None:
+    """When an OAuth 2.0 access token expires, if the credentials say."""
+    value = credentials.get("expires_at")
+    if value in (None, ""):
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None

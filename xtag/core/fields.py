@@ -1,28 +1,16 @@
-"""Request schemas that validate input and describe themselves in OpenAPI:
-one source of truth for what the management API accepts."""
+"""Resource declarations: one list of fields per resource, which validates
+input, writes the resource's JSON and describes both in OpenAPI."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
-
-class Invalid(ValueError):
-    """Bad input: the HTTP status, a machine code, the message and the field."""
-
-    def __init__(
-        self,
-        message: str,
-        field: str | None = None,
-        status: int = 400,
-        code: str = "invalid",
-        retry_after: int | None = None,
-    ):
-        super().__init__(message)
-        self.message, self.field, self.status, self.code = message, field, status, code
-        self.retry_after = retry_after
-
+from xtag.core.errors import Invalid
+from xtag.core.times import iso
 
 ID_MAX = 2**31 - 1  # what an INTEGER column holds on PostgreSQL
 BIG_ID_MAX = 2**63 - 1  # BIGINT (events, deliveries)
@@ -35,6 +23,7 @@ JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "number": (int, float),
 }
+EMPTY = {"array": list, "object": dict}  # what a response shows for a missing list or object
 
 
 def _has_nul(value: Any) -> bool:
@@ -62,6 +51,23 @@ class Field:
     max_length: int | None = None
     check: Callable[[Any], Any] | None = None  # returns the cleaned value or raises Invalid
     example: Any = None
+    source: str | None = None  # the attribute (dotted path) holding it, when not `name`
+    show: Callable[[Any], Any] | None = None  # how a response shows it (masks a secret)
+    nested: Schema | None = None  # a list of rows, each shown by this schema
+    detail: bool = False  # shown only on the resource's own page, not in lists
+
+    def dump(self, row: Any) -> Any:
+        """The field's value in a response."""
+        value = attrgetter(self.source or self.name)(row)
+        if self.show is not None:
+            return self.show(value)
+        if self.nested is not None:
+            return [self.nested.dump(item) for item in value]
+        if isinstance(value, datetime):
+            return iso(value)
+        if value is None and self.type in EMPTY:
+            return EMPTY[self.type]()
+        return value
 
     def clean(self, value: Any) -> Any:
         if value is None:
@@ -111,6 +117,16 @@ class Schema:
     name: str
     fields: tuple[Field, ...]
     extra: dict[str, dict] = field(default_factory=dict)  # response-only properties
+    has_id: bool = True  # rows of their own (an id), or parts of another's
+
+    def dump(self, row: Any, detail: bool = False) -> dict:
+        """A row as the API and the admin show it: secrets masked, never the
+        write-only fields, times in ISO 8601."""
+        shown = {"id": row.id} if self.has_id else {}
+        for f in self.fields:
+            if not f.write_only and (detail or not f.detail):
+                shown[f.name] = f.dump(row)
+        return shown
 
     def clean(self, data: Any, partial: bool = False) -> dict:
         """Validated input: unknown and read-only fields refused, required ones

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+
+from xtag.core import times
 
 STRONG = ("twclid", "hashed_email", "hashed_phone_number")
 FUTURE_SLACK = timedelta(minutes=5)
@@ -91,21 +93,11 @@ def currency(value: object) -> str | None:
 
 def conversion_time(message: dict, received_at: str) -> str:
     """The event's time in X's format; a time well in the future becomes the receive time."""
-    moment = _parse(message.get("timestamp")) or _parse(received_at)
-    received = _parse(received_at) or moment
+    moment = times.parse(message.get("timestamp")) or times.parse(received_at)
+    received = times.parse(received_at) or moment
     if moment - received > FUTURE_SLACK:
         moment = received
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _parse(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    return times.iso_ms(moment)
 
 
 def contents(products: object) -> list[dict] | None:
@@ -200,6 +192,27 @@ def conversions_for(event: dict, rules: list[Rule]) -> Result:
     if ids is None:
         return Result([], "no_identifier")
     return Result([(rule, conversion(event, rule, ids)) for rule in rules])
+
+
+def outcome(
+    event: dict, duplicate: bool, rules: list[Rule]
+) -> tuple[str, str | None, Result | None]:
+    """What becomes of a recorded event: (outcome, reason, conversions if any)."""
+    message = event["message"]
+    if event.get("drop") == "consent":
+        return "dropped", "consent", None
+    if duplicate:
+        return "dropped", "duplicate", None
+    if message["type"] == "identify":
+        return "identified", None, None
+    if message["event"] is None:
+        return "ignored", f"{message['type']} messages are not conversions", None
+    result = conversions_for(event, rules)
+    if result.reason == "unmapped":
+        return "unmapped", None, None
+    if result.reason:
+        return "dropped", result.reason, None
+    return "forwarded", None, result
 
 
 def valid_path(path: object) -> bool:

@@ -1,7 +1,8 @@
-"""Turn a collector request body into validated, enriched, PII-free events.
+"""The collector's message rules: a request body -> validated, enriched,
+PII-free events (validation, times, consent, identifiers).
 
-Pure functions over plain data (no Flask, RQ or database), so every rule of
-the collector contract can be tested directly and reused by the bench.
+Pure functions over plain data, so every rule of the collector contract can
+be tested directly and reused by the preview and the bench.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 import uuid
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from xtag import identity
+from xtag.core import identity
+from xtag.core.times import iso_ms, parse
 
 MESSAGE_LIMIT = 32 * 1024
 BATCH_LIMIT = 500 * 1024
@@ -27,11 +29,15 @@ GRANTED = {"granted", "grant", "true", "yes", "1", "on", "accepted"}
 
 
 class Rejected(ValueError):
-    """A request the collector refuses; `status` is the HTTP answer."""
+    """A request the collector refuses, and why."""
 
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+
+class TooLarge(Rejected):
+    """Over MESSAGE_LIMIT per message or BATCH_LIMIT per request."""
+
+
+class UnsupportedEncoding(Rejected):
+    """A Content-Encoding other than gzip."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,9 @@ def decode_body(raw: bytes, content_encoding: str | None) -> tuple[dict, int]:
         except zlib.error:
             raise Rejected("body is not valid gzip") from None
         if len(raw) > BATCH_LIMIT or inflater.unconsumed_tail:
-            raise Rejected(f"body is over {BATCH_LIMIT // 1024} KB once decompressed", 413)
+            raise TooLarge(f"body is over {BATCH_LIMIT // 1024} KB once decompressed")
     elif encoding not in ("", "identity"):
-        raise Rejected(f"Content-Encoding {encoding!r} is not supported; use gzip", 415)
+        raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; use gzip")
     if not raw.strip():
         raise Rejected("body is empty; send a JSON object")
     try:
@@ -93,31 +99,8 @@ def messages_of(body: dict, route: str) -> list[tuple[str, dict]]:
     if not batch:
         raise Rejected("batch is empty")
     if len(batch) > BATCH_MAX_MESSAGES:
-        raise Rejected(
-            f"batch has {len(batch)} messages; at most {BATCH_MAX_MESSAGES} are allowed", 413
-        )
+        raise TooLarge(f"batch has {len(batch)} messages; at most {BATCH_MAX_MESSAGES} are allowed")
     return [(f"batch[{i}].", m) for i, m in enumerate(batch)]
-
-
-def parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def iso_ms(moment: datetime) -> str:
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
 
 
 def validate(message: object, path: str, route: str, small: bool = False) -> str:
@@ -129,7 +112,7 @@ def validate(message: object, path: str, route: str, small: bool = False) -> str
     if not small:
         size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MESSAGE_LIMIT:
-            raise Rejected(f"{where} is {size} bytes; a message may be at most 32 KB", 413)
+            raise TooLarge(f"{where} is {size} bytes; a message may be at most 32 KB")
     kind = _check_kind(message, path, route)
     _check_ids(message, path)
     _check_shapes(message, path)
@@ -191,7 +174,7 @@ def _check_shapes(message: dict, path: str) -> None:
         except ValueError:
             raise Rejected(f"{path}context.ip is not an IP address") from None
     for name in ("timestamp", "originalTimestamp", "sentAt"):
-        if message.get(name) is not None and parse_time(message[name]) is None:
+        if message.get(name) is not None and parse(message[name]) is None:
             raise Rejected(f"{path}{name} is not an ISO 8601 date")
 
 
@@ -199,9 +182,9 @@ def event_time(message: dict, received_at: datetime) -> datetime:
     """Segment's rule: `timestamp` if given, else the original time corrected
     for the sender's clock skew (sentAt vs received), else the receive time."""
     if message.get("timestamp"):
-        return parse_time(message["timestamp"])
-    original = parse_time(message.get("originalTimestamp"))
-    sent = parse_time(message.get("sentAt"))
+        return parse(message["timestamp"])
+    original = parse(message.get("originalTimestamp"))
+    sent = parse(message.get("sentAt"))
     if original and sent:
         return received_at - (sent - original)
     return original or received_at

@@ -10,7 +10,6 @@ import json
 from dataclasses import dataclass
 
 RETRYABLE = {408, 423, 500, 502, 503, 504}
-UNHEALTHY = {401, 403, 404}
 BODY_KEPT = 4096
 
 

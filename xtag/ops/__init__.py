@@ -1,7 +1,5 @@
-"""Operator endpoints: health and readiness."""
+"""Operator endpoints: health, readiness and Prometheus metrics."""
 
-from flask import Blueprint
+from xtag.ops.views import bp
 
-bp = Blueprint("ops", __name__)
-
-from xtag.ops import views  # noqa: E402,F401
+__all__ = ["bp"]

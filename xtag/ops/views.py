@@ -6,14 +6,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
-from flask import Response, current_app, jsonify, request, send_from_directory
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
-from xtag import metrics, queue, stats
-from xtag.extensions import db
-from xtag.ops import bp
+from xtag.services import monitoring
+
+bp = Blueprint("ops", __name__)
 
 
 @bp.route("/metrics")
@@ -32,7 +30,7 @@ def metrics_page():
         )
         response.status_code = 401 if token else 403
         return response
-    body = metrics.exposition(queue.redis_client(), db.session, config["XTAG_READY_WORKER_SECONDS"])
+    body = monitoring.exposition(config["XTAG_READY_WORKER_SECONDS"])
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
@@ -49,22 +47,7 @@ def healthz():
 
 @bp.route("/readyz")
 def readyz():
-    checks: dict[str, dict] = {}
-    try:
-        db.session.execute(text("SELECT 1"))
-        checks["database"] = {"ok": True}
-    except SQLAlchemyError as exc:
-        checks["database"] = {"ok": False, "error": type(exc).__name__}
-    finally:
-        db.session.remove()
-    queues = stats.queues(queue.redis_client(), current_app.config["XTAG_READY_WORKER_SECONDS"])
-    if queues is None:
-        checks["redis"] = {"ok": False, "error": "unreachable"}
-        checks["workers"] = {"ok": False, "alive": None}
-    else:
-        checks["redis"] = {"ok": True, "inbox_depth": queues["inbox_depth"]}
-        checks["workers"] = {"ok": bool(queues["workers_alive"]), "alive": queues["workers_alive"]}
-    ready = all(check["ok"] for check in checks.values())
+    ready, checks = monitoring.readiness(current_app.config["XTAG_READY_WORKER_SECONDS"])
     response = jsonify(status="ready" if ready else "not ready", checks=checks)
     response.status_code = 200 if ready else 503
     return response

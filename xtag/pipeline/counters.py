@@ -1,25 +1,11 @@
-"""Prometheus metrics. Counters and histograms are kept by every process
-(gunicorn's and the workers'); with PROMETHEUS_MULTIPROC_DIR set, as `make
-run` does and production should, the processes add up in one scrape. Queue
-gauges are read from Redis and the database when scraped."""
+"""Prometheus counters: what happened, counted by every process that saw it
+(the collector's and the workers'); with PROMETHEUS_MULTIPROC_DIR set, as
+`make run` does and production should, the processes add up in one scrape.
+What is waiting now is read at scrape time (xtag.services.monitoring)."""
 
 from __future__ import annotations
 
-import os
-
-import redis
-from prometheus_client import (
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
-from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy.exc import SQLAlchemyError
-
-from xtag import stats
+from prometheus_client import Counter, Histogram
 
 EVENTS_RECEIVED = Counter(
     "xtag_events_received_total", "Events the collector accepted (answered 200).", ["site"]
@@ -57,44 +43,3 @@ RETRIES_SCHEDULED = Counter("xtag_retries_scheduled_total", "Delivery retries sc
 
 def status_class(status: int | None) -> str:
     return f"{status // 100}xx" if status else "error"
-
-
-GAUGES = {
-    "inbox_depth": "Accepted requests not yet recorded.",
-    "inbox_oldest_age_seconds": "Age of the oldest unrecorded request.",
-    "inbox_dead_entries": "Requests set aside because they could not be recorded.",
-    "workers_alive": "Workers that reported within XTAG_READY_WORKER_SECONDS.",
-    "conversions_waiting": "Conversions not yet taken into a delivery.",
-    "conversions_waiting_oldest_age_seconds": "Age of the oldest waiting conversion.",
-}
-
-
-class QueueCollector:
-    """What is waiting, read at scrape time by the process that answers."""
-
-    def __init__(self, client: redis.Redis, session, within: float):
-        self.client, self.session, self.within = client, session, within
-
-    def collect(self):
-        values = dict(stats.queues(self.client, self.within) or {})
-        try:
-            values.update(stats.waiting(self.session))
-        except SQLAlchemyError:
-            pass
-        finally:
-            self.session.remove()
-        for name, value in values.items():
-            yield GaugeMetricFamily(f"xtag_{name}", GAUGES[name], value=value)
-
-
-def exposition(client: redis.Redis, session, within: float) -> bytes:
-    """The text format for one scrape: every process's counters, and the queues."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        processes = CollectorRegistry()
-        multiprocess.MultiProcessCollector(processes)
-        text = generate_latest(processes)
-    else:
-        text = generate_latest(REGISTRY)
-    queues = CollectorRegistry(auto_describe=False)
-    queues.register(QueueCollector(client, session, within))
-    return text + generate_latest(queues)

@@ -16,7 +16,9 @@ from typing import NamedTuple
 
 import redis
 
-from xtag import fastjson, ratelimit
+from xtag.core import fastjson
+from xtag.core.windows import window
+from xtag.pipeline.queues import redis_client
 
 STREAM = "xtag:inbox"
 DEAD = "xtag:inbox:dead"
@@ -57,13 +59,18 @@ def add(client: redis.Redis, events: list[dict], scope: str = "", per_second: in
     payload = fastjson.dumps(events)
     if not per_second:
         return client.xadd(STREAM, {"events": payload}).decode()
-    key, retry_after = ratelimit.window(scope, 1)
+    key, retry_after = window(scope, 1)
     entry_id = client.register_script(_COUNT_THEN_XADD)(
         keys=[key, STREAM], args=[len(events), 2, per_second, "events", payload]
     )
     if entry_id is None:
         raise OverLimit(retry_after)
     return entry_id.decode()
+
+
+def accept(events: list[dict], scope: str = "", per_second: int = 0) -> str:
+    """The collector's hand-off: `add` on the process's shared Redis client."""
+    return add(redis_client(), events, scope, per_second)
 
 
 def ensure_group(client: redis.Redis) -> None:

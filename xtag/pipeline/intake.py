@@ -1,7 +1,5 @@
-"""Work done by workers on plain data (inbox entries, ids), never ORM objects.
-
-RQ job functions here are a contract: add keyword arguments with defaults only.
-"""
+"""Intake: record what the inbox holds. Each event with its outcome, and
+the conversions it makes waiting for their batch, in one transaction."""
 
 from __future__ import annotations
 
@@ -10,10 +8,11 @@ from datetime import datetime
 
 from sqlalchemy import insert, select, update
 
-from xtag import delivery, inbox, mapping, metrics, queue, visitors
-from xtag.collector.intake import parse_time
+from xtag.core import mapping
+from xtag.core.times import parse
 from xtag.extensions import db
 from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site, utcnow
+from xtag.pipeline import batching, counters, inbox, queues, visitors
 
 
 def rules_for(site_ids: set[int]) -> dict[tuple[int, str], list[mapping.Rule]]:
@@ -32,35 +31,14 @@ def rules_for(site_ids: set[int]) -> dict[tuple[int, str], list[mapping.Rule]]:
     return rules
 
 
-def outcome(
-    event: dict, duplicate: bool, rules: list[mapping.Rule]
-) -> tuple[str, str | None, mapping.Result | None]:
-    """What becomes of an event: (outcome, reason, conversions if any)."""
-    message = event["message"]
-    if event.get("drop") == "consent":
-        return "dropped", "consent", None
-    if duplicate:
-        return "dropped", "duplicate", None
-    if message["type"] == "identify":
-        return "identified", None, None
-    if message["event"] is None:
-        return "ignored", f"{message['type']} messages are not conversions", None
-    result = mapping.conversions_for(event, rules)
-    if result.reason == "unmapped":
-        return "unmapped", None, None
-    if result.reason:
-        return "dropped", result.reason, None
-    return "forwarded", None, result
-
-
-def record(entries: list[inbox.Entry]) -> delivery.Due:
+def record(entries: list[inbox.Entry]) -> batching.Due:
     """Record inbox entries: each event with its outcome, and the conversions
     it produced waiting for their batch, in one transaction. Returns the
     pixels whose partial batch is to be flushed when the batch window ends."""
     pairs = [(entry.id, event) for entry in entries for event in entry.events]
     if not pairs:
-        return delivery.Due()
-    client = queue.redis_client()
+        return batching.Due()
+    client = queues.redis_client()
     verdicts = visitors.duplicates(client, pairs)
     events = [event for _, event in pairs]
     visitors.remember_traits(client, events)
@@ -70,10 +48,10 @@ def record(entries: list[inbox.Entry]) -> delivery.Due:
     last_seen: dict[int, datetime] = {}
     for event, duplicate in zip(events, verdicts, strict=True):
         message = event["message"]
-        name, reason, result = outcome(
+        name, reason, result = mapping.outcome(
             event, duplicate, rules.get((event["site_id"], message["event"]), [])
         )
-        received = parse_time(event["received_at"])
+        received = parse(event["received_at"])
         last_seen[event["site_id"]] = max(received, last_seen.get(event["site_id"], received))
         pixels = [rule.pixel_id for rule, _ in result.conversions] if result else []
         rows.append(
@@ -121,7 +99,7 @@ def record(entries: list[inbox.Entry]) -> delivery.Due:
         )
     db.session.commit()
     _count(rows)
-    return delivery.schedule_flushes({item["pixel_key"] for item in items})
+    return batching.schedule_flushes({item["pixel_key"] for item in items})
 
 
 # outcome -> the reason label when the outcome's own reason is free text or none
@@ -132,16 +110,6 @@ def _count(rows: list[dict]) -> None:
     outcomes = Counter((row["site_id"], row["outcome"], row["reason"]) for row in rows)
     for (site_id, name, reason), n in outcomes.items():
         if name == "forwarded":
-            metrics.EVENTS_FORWARDED.labels(site_id).inc(n)
+            counters.EVENTS_FORWARDED.labels(site_id).inc(n)
         else:
-            metrics.EVENTS_DROPPED.labels(site_id, DROP_REASONS.get(name, reason)).inc(n)
-
-
-def deliver_pixel(pixel_key: int) -> int:
-    """RQ job: send the conversions waiting for one pixel, in batches of 500."""
-    return delivery.deliver_pixel(pixel_key)
-
-
-def retry_delivery(delivery_id: int) -> str:
-    """RQ job: send a delivery's outstanding conversions again."""
-    return delivery.send(delivery_id)
+            counters.EVENTS_DROPPED.labels(site_id, DROP_REASONS.get(name, reason)).inc(n)

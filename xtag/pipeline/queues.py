@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import redis
 from flask import Flask, current_app
 from rq import Queue
@@ -49,3 +51,12 @@ def queue(name: str = DELIVERIES, connection: redis.Redis | None = None) -> Queu
         default_timeout=JOB_TIMEOUT,
         serializer=SERIALIZER,
     )
+
+
+def enqueue(function: str, at: datetime | None, job_id: str | None = None, **kwargs) -> None:
+    """Run a job (by its dotted name) now, or at `at` through RQ's scheduler."""
+    target = queue(DELIVERIES)
+    if at is None or at <= datetime.now(UTC):
+        target.enqueue_call(function, kwargs=kwargs, job_id=job_id, **JOB_DEFAULTS)
+    else:
+        target.enqueue_at(at, function, job_id=job_id, **kwargs, **JOB_DEFAULTS)

@@ -1,35 +1,29 @@
-"""Conversions waiting per pixel -> batches of up to 500 -> X, signed, paced,
-retried and logged.
-
-Conversions wait in the database (`delivery_items` without a delivery), written
-in the same transaction as the events they came from, so nothing accepted can
-be lost between the intake and X. A flush job per pixel claims up to 500 of
-them into a delivery, sends it, and records every HTTP attempt.
-"""
+"""Sending a delivery to X: sign it, post it, read X's answer, halve a batch
+X rejects until the bad conversions stand alone, pace by X's rate limits,
+retry what can be retried and log every attempt."""
 
 from __future__ import annotations
 
 import logging
 import random
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import requests
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from xtag import connections, metrics, queue
+from xtag.core.x_answers import Verdict, classify
 from xtag.extensions import db
-from xtag.models import Connection, Delivery, DeliveryAttempt, DeliveryItem, Pixel, utcnow
-from xtag.x_api import auth, client
-from xtag.x_api.responses import Verdict, classify
+from xtag.models import Connection, Delivery, DeliveryAttempt, DeliveryItem, utcnow
+from xtag.pipeline import counters, credentials, queues
+from xtag.x_api import auth, client, oauth, timeout
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 500
 OUTSTANDING = ("sending",)
-OVERDUE_SECONDS = 10
+RETRY_JOB = "xtag.pipeline.jobs.retry_delivery"
 
 _session: requests.Session | None = None
 
@@ -82,11 +76,7 @@ def http() -> requests.Session:
     return _session
 
 
-# --- scheduling ---------------------------------------------------------------
-
-
-def _window() -> timedelta:
-    return timedelta(milliseconds=current_app.config["XTAG_BATCH_WINDOW_MS"])
+# --- pacing and retrying ------------------------------------------------------
 
 
 def _hold_key(connection_id: int) -> str:
@@ -97,136 +87,32 @@ def held_until(connection_id: int | None) -> float | None:
     """Epoch seconds until which X's rate limit for this connection is spent."""
     if connection_id is None:
         return None
-    raw = queue.redis_client().get(_hold_key(connection_id))
+    raw = queues.redis_client().get(_hold_key(connection_id))
     until = float(raw) if raw else None
     return until if until and until > time.time() else None
 
 
 def _hold(connection_id: int, until: float) -> None:
-    key = _hold_key(connection_id)
-    client_ = queue.redis_client()
-    client_.set(key, str(until), exat=int(until) + 1)
+    queues.redis_client().set(_hold_key(connection_id), str(until), exat=int(until) + 1)
 
 
-class Due(NamedTuple):
-    """Pixels whose flush the intake runs when the batch window ends: `later`
-    keep the due time they have, if any; `sent` just had full batches sent at
-    once, and what those left (under 500, young) is due a window from now."""
-
-    later: frozenset[int] = frozenset()
-    sent: frozenset[int] = frozenset()
-
-
-def schedule_flushes(pixel_keys: set[int]) -> Due:
-    """After conversions were buffered: flush at once where 500 wait."""
-    if not pixel_keys:
-        return Due()
-    waiting = dict(
-        db.session.execute(
-            select(DeliveryItem.pixel_key, func.count())
-            .where(DeliveryItem.pixel_key.in_(pixel_keys), DeliveryItem.delivery_id.is_(None))
-            .group_by(DeliveryItem.pixel_key)
-        ).all()
-    )
-    sent = frozenset(p for p in pixel_keys if waiting.get(p, 0) >= BATCH_MAX)
-    for pixel_key in sent:
-        flush(pixel_key)
-    return Due(frozenset(pixel_keys) - sent, sent)
-
-
-def _flag(pixel_key: int) -> str:
-    return f"xtag:flush:{pixel_key}"
-
-
-def flush(pixel_key: int, at: datetime | None = None) -> None:
-    """Queue a flush job for a pixel unless one is queued and not yet started
-    (that one will take whatever is waiting when it starts)."""
-    if queue.redis_client().set(_flag(pixel_key), 1, nx=True, ex=300):
-        _enqueue("xtag.jobs.deliver_pixel", at, job_id=None, pixel_key=pixel_key)
-
-
-def _enqueue(function: str, at: datetime | None, job_id: str | None, **kwargs) -> None:
-    """Run now, or at `at` through RQ's scheduler."""
-    target = queue.queue(queue.DELIVERIES)
-    if at is None or at <= utcnow():
-        target.enqueue_call(function, kwargs=kwargs, job_id=job_id, **queue.JOB_DEFAULTS)
-    else:
-        target.enqueue_at(at, function, job_id=job_id, **kwargs, **queue.JOB_DEFAULTS)
-
-
-def _retry_later(delivery: Delivery, at: datetime) -> None:
+def retry_later(delivery: Delivery, at: datetime) -> None:
     """Commit the delivery as retrying, then queue its job: queued first, the
     job could run before the commit, find nothing to retry and be lost until
     the sweep finds the retry overdue."""
     delivery.status = "retrying"
     delivery.next_retry_at = at
-    metrics.RETRIES_SCHEDULED.inc()
+    counters.RETRIES_SCHEDULED.inc()
     db.session.commit()
-    _enqueue(
-        "xtag.jobs.retry_delivery",
+    queues.enqueue(
+        RETRY_JOB,
         at,
         job_id=f"xtag-retry-{delivery.id}-{delivery.retries}-{int(at.timestamp() * 1000)}",
         delivery_id=delivery.id,
     )
 
 
-# --- claiming -------------------------------------------------------------------
-
-
-def claim(pixel_key: int) -> int | None:
-    """Move up to 500 waiting conversions of a pixel into a new delivery.
-
-    A short tail (< 500) is only taken once its oldest conversion has waited
-    the batch window; otherwise a flush is scheduled for then.
-    """
-    rows = db.session.execute(
-        select(DeliveryItem.id, DeliveryItem.created_at)
-        .where(DeliveryItem.pixel_key == pixel_key, DeliveryItem.delivery_id.is_(None))
-        .order_by(DeliveryItem.id)
-        .limit(BATCH_MAX)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not rows:
-        db.session.rollback()
-        return None
-    if len(rows) < BATCH_MAX and rows[0].created_at + _window() > utcnow():
-        db.session.rollback()  # the worker that buffered these flushes them when due
-        return None
-    pixel = db.session.get(Pixel, pixel_key)
-    delivery = Delivery(pixel_key=pixel_key, connection_id=pixel.connection_id, status="pending")
-    db.session.add(delivery)
-    db.session.flush()
-    taken = db.session.execute(
-        update(DeliveryItem)
-        .where(DeliveryItem.id.in_([r.id for r in rows]), DeliveryItem.delivery_id.is_(None))
-        .values(delivery_id=delivery.id, status="sending")
-    ).rowcount
-    if not taken:
-        db.session.rollback()
-        return None
-    delivery.conversions = taken
-    db.session.commit()
-    return delivery.id
-
-
-def deliver_pixel(pixel_key: int) -> int:
-    """Claim and send batches for a pixel until only a young tail waits."""
-    queue.redis_client().delete(_flag(pixel_key))
-    pixel = db.session.get(Pixel, pixel_key)
-    if pixel is None:
-        return 0
-    held = held_until(pixel.connection_id)
-    if held:
-        flush(pixel_key, at=datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
-        return 0
-    sent = 0
-    while (delivery_id := claim(pixel_key)) is not None:
-        send(delivery_id)
-        sent += 1
-    return sent
-
-
-# --- sending --------------------------------------------------------------------
+# --- sending ------------------------------------------------------------------
 
 
 class _Attempt:
@@ -236,7 +122,7 @@ class _Attempt:
         self.delivery = delivery
         self.connection = connection
         self.credentials = (
-            connections.oauth2_credentials(connection.id)
+            credentials.oauth2_credentials(connection.id)
             if connection.auth_type == "oauth2"
             else connection.credentials
         )
@@ -254,11 +140,11 @@ class _Attempt:
             self.url,
             body,
             auth.for_connection(self.connection.auth_type, self.credentials),
-            timeout=(5, current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
+            timeout=timeout(current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
         )
         verdict = classify(answer.status, answer.headers, answer.body, answer.error)
-        metrics.X_REQUESTS.labels(metrics.status_class(answer.status)).inc()
-        metrics.X_REQUEST_SECONDS.observe(answer.duration_ms / 1000)
+        counters.X_REQUESTS.labels(counters.status_class(answer.status)).inc()
+        counters.X_REQUEST_SECONDS.observe(answer.duration_ms / 1000)
         self.log(items, body, answer, verdict)
         if (
             verdict.kind == "unauthorized"
@@ -267,10 +153,10 @@ class _Attempt:
         ):
             self.refreshed = True
             try:
-                self.credentials = connections.oauth2_credentials(
+                self.credentials = credentials.oauth2_credentials(
                     self.connection.id, rejected_token=self.credentials["access_token"]
                 )
-            except connections.RefreshFailed as exc:
+            except oauth.RefreshFailed as exc:
                 return Verdict("unauthorized", str(exc))
             return self.post(items)
         return verdict
@@ -316,21 +202,21 @@ class _Attempt:
         pixel = self.delivery.pixel.pixel_id
         if verdict.kind == "delivered":
             _settle([i.id for i in items], "delivered", None)
-            metrics.CONVERSIONS_DELIVERED.labels(pixel).inc(len(items))
-            connections.mark(self.connection, healthy=True)
+            counters.CONVERSIONS_DELIVERED.labels(pixel).inc(len(items))
+            credentials.mark(self.connection, healthy=True)
         elif verdict.kind == "invalid" and len(items) > 1:
             middle = len(items) // 2
             self.run(items[:middle])
             self.run(items[middle:])
         elif verdict.kind == "invalid":
             _settle([i.id for i in items], "rejected", verdict.message)
-            metrics.CONVERSIONS_FAILED.labels(pixel, "rejected").inc(len(items))
+            counters.CONVERSIONS_FAILED.labels(pixel, "rejected").inc(len(items))
         elif verdict.kind == "retry":
             self.retry = verdict
         else:  # 401 / 403 / 404 and other refusals: nothing will change by retrying
             _settle([i.id for i in items], "failed", verdict.message)
-            metrics.CONVERSIONS_FAILED.labels(pixel, "refused").inc(len(items))
-            connections.mark(self.connection, healthy=False, error=verdict.message)
+            counters.CONVERSIONS_FAILED.labels(pixel, "refused").inc(len(items))
+            credentials.mark(self.connection, healthy=False, error=verdict.message)
         db.session.commit()
 
 
@@ -346,11 +232,11 @@ def _finish(delivery: Delivery, retry: Verdict | None) -> None:
         retry_at = datetime.fromtimestamp(at, UTC)
         if delivery.attempt_log:
             delivery.attempt_log[-1].next_retry_at = retry_at
-        _retry_later(delivery, retry_at)
+        retry_later(delivery, retry_at)
     else:
         if outstanding:
             given_up = _give_up(delivery.id, retry.message if retry else "not delivered")
-            metrics.CONVERSIONS_FAILED.labels(delivery.pixel.pixel_id, "retries").inc(given_up)
+            counters.CONVERSIONS_FAILED.labels(delivery.pixel.pixel_id, "retries").inc(given_up)
         statuses = _statuses(delivery.id)
         if statuses == {"delivered"}:
             delivery.status = "delivered"
@@ -388,16 +274,16 @@ def send(delivery_id: int) -> str:
         return delivery.status
     held = held_until(connection.id)
     if held:
-        _retry_later(delivery, datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
+        retry_later(delivery, datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
         return delivery.status
     if not _take(delivery):
         return delivery.status  # another worker is sending it, or already did
     outstanding = _outstanding(delivery.id)
     try:
         attempt = _Attempt(delivery, connection)
-    except connections.RefreshFailed as exc:
+    except oauth.RefreshFailed as exc:
         _give_up(delivery.id, str(exc))
-        connections.mark(connection, healthy=False, error=str(exc))
+        credentials.mark(connection, healthy=False, error=str(exc))
         delivery.last_error = str(exc)
         _finish(delivery, None)
         return delivery.status
@@ -405,48 +291,3 @@ def send(delivery_id: int) -> str:
         attempt.run(outstanding)
     _finish(delivery, attempt.retry)
     return delivery.status
-
-
-def retry_by_hand(delivery_id: int) -> bool:
-    """Queue a failed or partial delivery again: its conversions that were not
-    rejected by X as invalid are sent once more, with a fresh retry schedule."""
-    delivery = db.session.get(Delivery, delivery_id)
-    if delivery is None or delivery.status not in ("failed", "partial"):
-        return False
-    again = [i for i in delivery.items if i.status == "failed"]
-    if not again:
-        return False
-    for item in again:
-        item.status, item.error = "sending", None
-    delivery.status, delivery.retries = "retrying", 0
-    _retry_later(delivery, utcnow())
-    return True
-
-
-def sweep() -> int:
-    """Recover work a dead worker left: deliveries stuck in 'sending' or never
-    sent, retries overdue (RQ's scheduler lock can stay with a dead worker
-    for two minutes), and waiting conversions whose flush was lost.
-    Returns how many were requeued."""
-    stale = utcnow() - timedelta(seconds=current_app.config["XTAG_STALE_SENDING_SECONDS"])
-    overdue = utcnow() - timedelta(seconds=OVERDUE_SECONDS)
-    stuck = db.session.scalars(
-        select(Delivery).where(
-            ((Delivery.status == "sending") & (Delivery.updated_at < stale))
-            | ((Delivery.status == "pending") & (Delivery.created_at < stale))
-            | ((Delivery.status == "retrying") & (Delivery.next_retry_at < overdue))
-        )
-    ).all()
-    for delivery in stuck:  # RQ's scheduler may be held by a dead worker's lock
-        _retry_later(delivery, utcnow())
-    late = utcnow() - 2 * _window() - timedelta(seconds=1)
-    pixels = db.session.scalars(
-        select(DeliveryItem.pixel_key)
-        .where(DeliveryItem.delivery_id.is_(None), DeliveryItem.created_at < late)
-        .distinct()
-    ).all()
-    db.session.commit()
-    for pixel_key in pixels:
-        queue.redis_client().delete(_flag(pixel_key))  # its queued job may have died with a worker
-        flush(pixel_key)
-    return len(stuck) + len(pixels)

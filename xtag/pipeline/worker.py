@@ -25,8 +25,8 @@ from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from xtag import delivery, inbox, jobs, queue, retention
 from xtag.extensions import db
+from xtag.pipeline import batching, heartbeat, inbox, intake, queues, retention
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,8 @@ READ_COUNT = 200  # inbox entries per read at most
 EVENTS_PER_READ = 2000  # ... and about this many events (a /v1/batch entry holds up to 2,500)
 BLOCK_MS = 1000
 RECLAIM_EVERY_SECONDS = 5.0
-HEARTBEAT_TTL = 30  # a worker silent for longer counts as dead
-WORKERS = "xtag:workers"  # sorted set: worker name -> last heartbeat (epoch seconds)
 # Errors that retrying cannot cure: the entry's data, not the database, is at fault.
 POISON = (DataError, IntegrityError, KeyError, TypeError, ValueError, AttributeError)
-
-
-def alive(connection: redis.Redis, within: float = HEARTBEAT_TTL) -> list[str]:
-    """Names of workers that reported within `within` seconds."""
-    names = connection.zrangebyscore(WORKERS, time.time() - within, "+inf")
-    return sorted(name.decode() for name in names)
 
 
 class AppWorker(SimpleWorker):
@@ -59,14 +51,14 @@ class AppWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
 
-class Intake:
+class Consumer:
     """Reads the inbox stream and records what it holds; never loses an entry:
     an entry is acknowledged only after its events are committed."""
 
     def __init__(self, app: Flask, name: str | None = None):
         self.app = app
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.client = queue.redis_client(app)
+        self.client = queues.redis_client(app)
         self.claim_idle_ms = app.config["XTAG_INBOX_CLAIM_MS"]
         self.stop = threading.Event()
         self._next_reclaim = 0.0
@@ -108,7 +100,7 @@ class Intake:
         if ready:
             with self.app.app_context():
                 for pixel_key in ready:
-                    delivery.flush(pixel_key)
+                    batching.flush(pixel_key)
                     del self.due[pixel_key]
 
     def _block_ms(self, block_ms: int | None) -> int | None:
@@ -117,11 +109,11 @@ class Intake:
         wait = min(self.due.values()) - time.monotonic()
         return max(1, min(block_ms, int(wait * 1000) + 1))
 
-    def _record(self, entries: list[inbox.Entry]) -> delivery.Due:
+    def _record(self, entries: list[inbox.Entry]) -> batching.Due:
         with self.app.app_context():
-            return jobs.record(entries)
+            return intake.record(entries)
 
-    def _one_by_one(self, entries: list[inbox.Entry]) -> delivery.Due:
+    def _one_by_one(self, entries: list[inbox.Entry]) -> batching.Due:
         """After a batch failed on its data: record each entry alone, and set
         aside (in the dead-letter stream) the one that cannot be recorded, so
         one bad entry never stops the intake and nothing is thrown away."""
@@ -139,7 +131,7 @@ class Intake:
                     type(exc).__name__,
                 )
                 inbox.set_aside(self.client, entry, type(exc).__name__)
-        return delivery.Due(frozenset(later - sent), frozenset(sent))
+        return batching.Due(frozenset(later - sent), frozenset(sent))
 
     def run_once(self, block_ms: int | None = None) -> int:
         self.flush_due()
@@ -174,9 +166,9 @@ class Intake:
         return total
 
     def sweep(self) -> None:
-        """Requeue what a dead worker left behind (see delivery.sweep)."""
+        """Requeue what a dead worker left behind (see batching.sweep)."""
         with self.app.app_context():
-            delivery.sweep()
+            batching.sweep()
 
     def purge(self) -> None:
         """Delete or empty what is past its retention period."""
@@ -184,11 +176,7 @@ class Intake:
             retention.purge()
 
     def heartbeat(self) -> None:
-        now = time.time()
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.zadd(WORKERS, {self.name: now})
-            pipe.zremrangebyscore(WORKERS, "-inf", now - 24 * 3600)  # long-dead names
-            pipe.execute()
+        heartbeat.beat(self.client, self.name)
 
     def run_due(self) -> None:
         """Run the scheduled work whose time has come (see SCHEDULE)."""
@@ -212,15 +200,15 @@ class Intake:
 class Periodic:
     name: str
     every_seconds: float
-    run: Callable[[Intake], None]
+    run: Callable[[Consumer], None]
 
 
 # Scheduled work, declared in one place: every worker runs each task this
 # often (they are safe to run on several workers at once).
 SCHEDULE = (
-    Periodic("heartbeat", 5.0, Intake.heartbeat),  # for /readyz, the dashboard, xtag_workers_alive
-    Periodic("sweep", 10.0, Intake.sweep),  # deliveries a dead worker left, overdue retries
-    Periodic("retention", 3600.0, Intake.purge),  # xtag/retention.py POLICIES
+    Periodic("heartbeat", 5.0, Consumer.heartbeat),  # /readyz, the dashboard, workers_alive
+    Periodic("sweep", 10.0, Consumer.sweep),  # deliveries a dead worker left, overdue retries
+    Periodic("retention", 3600.0, Consumer.purge),  # retention.POLICIES
 )
 
 
@@ -228,8 +216,8 @@ def _rq_work_due(connection: redis.Redis) -> bool:
     """Queued jobs, or scheduled ones whose time has come (RQ's burst mode
     costs a second of pub/sub teardown, so skip it when there is nothing)."""
     now = time.time()
-    for name in queue.QUEUES:
-        q = queue.queue(name, connection=connection)
+    for name in queues.QUEUES:
+        q = queues.queue(name, connection=connection)
         if q.count or q.scheduled_job_registry.get_jobs_to_schedule(int(now)):
             return True
     return False
@@ -238,7 +226,7 @@ def _rq_work_due(connection: redis.Redis) -> bool:
 def run(app: Flask, burst: bool = False) -> bool:
     # RQ blocks on Redis for minutes while idle: its own client, without the
     # shared client's 5 s socket timeout (which made an idle worker quit).
-    connection = queue.connect(app)
+    connection = queues.connect(app)
     try:
         return _run(app, connection, burst)
     finally:
@@ -255,9 +243,9 @@ def _forget_engine_in_forks(app: Flask) -> None:
 
 def _rq_worker(app: Flask, connection: redis.Redis) -> AppWorker:
     worker = AppWorker(
-        [queue.queue(name, connection=connection) for name in queue.QUEUES],
+        [queues.queue(name, connection=connection) for name in queues.QUEUES],
         connection=connection,
-        serializer=queue.SERIALIZER,
+        serializer=queues.SERIALIZER,
     )
     worker.flask_app = app
     return worker
@@ -292,22 +280,22 @@ def _work(app: Flask, connection: redis.Redis) -> None:
 def _run(app: Flask, connection: redis.Redis, burst: bool) -> bool:
     if not burst:
         _forget_engine_in_forks(app)
-    intake = Intake(app)
+    consumer = Consumer(app)
     if burst:
         worker = _rq_worker(app, connection)
-        intake.sweep()
-        intake.drain()
+        consumer.sweep()
+        consumer.drain()
         while _rq_work_due(connection):
             worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
-            intake.drain()
+            consumer.drain()
         return True
-    thread = threading.Thread(target=intake.run_forever, name="xtag-intake", daemon=True)
+    thread = threading.Thread(target=consumer.run_forever, name="xtag-intake", daemon=True)
     thread.start()
     try:
         _work(app, connection)
         return True
     finally:
-        intake.stop.set()
+        consumer.stop.set()
         thread.join(timeout=5)
         with contextlib.suppress(redis.RedisError):  # its heartbeat expires anyway
-            intake.client.zrem(WORKERS, intake.name)
+            heartbeat.stopped(consumer.client, consumer.name)

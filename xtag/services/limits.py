@@ -1,19 +1,17 @@
-"""Fixed-window rate limits counted in Redis, so a limit holds across every
-web process and host. A window's counter expires with the window."""
+"""Limits counted in Redis, so they hold across every web process and host:
+management-API requests per token and wrong tokens per address (fixed
+windows), and failed logins per account and per address (ASVS 2.2.1)."""
 
 from __future__ import annotations
 
-import math
-import time
+import hashlib
 
 import redis
 
+from xtag.core.windows import window
 
-def window(scope: str, seconds: int) -> tuple[str, int]:
-    """The counter key for the current window and the seconds until the next."""
-    now = time.time()
-    start = int(now // seconds)
-    return f"xtag:rate:{scope}:{start}", max(1, math.ceil((start + 1) * seconds - now))
+LOGIN_FAILURES = 10  # within LOGIN_WINDOW_SECONDS, for an account or from an address
+LOGIN_WINDOW_SECONDS = 15 * 60
 
 
 def hit(client: redis.Redis, scope: str, limit: int, seconds: int, cost: int = 1) -> int:
@@ -32,3 +30,34 @@ def over(client: redis.Redis, scope: str, limit: int, seconds: int) -> int:
     key, retry_after = window(scope, seconds)
     count = client.get(key)
     return retry_after if count is not None and int(count) >= limit else 0
+
+
+def _login_keys(email: str, address: str | None) -> list[str]:
+    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    keys = [f"xtag:login-failures:account:{digest}"]
+    if address:
+        keys.append(f"xtag:login-failures:address:{address}")
+    return keys
+
+
+def login_locked_for(client: redis.Redis, email: str, address: str | None) -> int:
+    """Seconds until login attempts are allowed again; 0 when they are."""
+    keys = _login_keys(email, address)
+    waits = [
+        client.ttl(key)
+        for key, count in zip(keys, client.mget(keys), strict=True)
+        if count is not None and int(count) >= LOGIN_FAILURES
+    ]
+    return max([w for w in waits if w > 0], default=0)
+
+
+def login_failed(client: redis.Redis, email: str, address: str | None) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        for key in _login_keys(email, address):
+            pipe.set(key, 0, nx=True, ex=LOGIN_WINDOW_SECONDS)  # the window starts at the first
+            pipe.incr(key)
+        pipe.execute()
+
+
+def login_succeeded(client: redis.Redis, email: str) -> None:
+    client.delete(_login_keys(email, None)[0])

@@ -1,17 +1,24 @@
-"""What the dashboard and /metrics show: queue state, and the last 24 hours
-counted in the database. Plain dicts out; no Flask."""
+"""What the dashboard, /readyz, /metrics and `xtag status` show: the queues
+(Redis), what waits and the last 24 hours (the database), readiness, and the
+Prometheus text of one scrape."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timedelta
 
 import redis
-from sqlalchemy import func, literal_column, select
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, literal_column, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from xtag import inbox, worker
+from xtag.extensions import db
 from xtag.models import Connection, Delivery, DeliveryItem, Pixel, ReceivedEvent, utcnow
+from xtag.pipeline import heartbeat, inbox
+from xtag.pipeline.queues import redis_client
 
 HOURS = 24
 FAILED = ("failed", "partial")
@@ -19,16 +26,17 @@ FAILED = ("failed", "partial")
 ITEM_GROUPS = {"delivered": "delivered", "rejected": "failed", "failed": "failed"}
 
 
-def queues(client: redis.Redis, within: float = worker.HEARTBEAT_TTL) -> dict | None:
+def queues(within: float = heartbeat.TTL, client: redis.Redis | None = None) -> dict | None:
     """Intake state from Redis, counting workers that reported within
     `within` seconds; None when Redis cannot be reached."""
+    client = client or redis_client()
     try:
         with client.pipeline(transaction=False) as pipe:
             pipe.xlen(inbox.STREAM)
             pipe.xrange(inbox.STREAM, count=1)
             pipe.xlen(inbox.DEAD)
             depth, oldest, dead = pipe.execute()
-        alive = worker.alive(client, within)
+        alive = heartbeat.alive(client, within)
     except (redis.RedisError, OSError):
         return None
     age = time.time() - int(oldest[0][0].split(b"-")[0]) / 1000 if oldest else 0.0
@@ -40,9 +48,9 @@ def queues(client: redis.Redis, within: float = worker.HEARTBEAT_TTL) -> dict | 
     }
 
 
-def waiting(session: Session) -> dict:
+def waiting() -> dict:
     """Conversions recorded but not yet taken into a delivery."""
-    count, first = session.execute(
+    count, first = db.session.execute(
         select(func.count(DeliveryItem.id), func.min(DeliveryItem.created_at)).where(
             DeliveryItem.status == "waiting"
         )
@@ -58,9 +66,10 @@ def _hour(session: Session, column):
     return func.strftime("%Y-%m-%d %H:00", column)
 
 
-def last_day(session: Session, now: datetime | None = None) -> dict:
+def last_day(now: datetime | None = None) -> dict:
     """Events by hour and outcome, drops by reason, conversions by pixel and
     status, the latest failed deliveries and the unhealthy connections."""
+    session = db.session
     now = now or utcnow()
     since = now - timedelta(hours=HOURS)
     hours = [(since + timedelta(hours=i + 1)).strftime("%Y-%m-%d %H:00") for i in range(HOURS)]
@@ -112,3 +121,65 @@ def last_day(session: Session, now: datetime | None = None) -> dict:
         "failures": failures,
         "unhealthy": unhealthy,
     }
+
+
+def readiness(within: float) -> tuple[bool, dict]:
+    """Whether this deployment can take and deliver events: the database and
+    Redis answer, and a worker reported within `within` seconds."""
+    checks: dict[str, dict] = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = {"ok": True}
+    except SQLAlchemyError as exc:
+        checks["database"] = {"ok": False, "error": type(exc).__name__}
+    finally:
+        db.session.remove()
+    state = queues(within)
+    if state is None:
+        checks["redis"] = {"ok": False, "error": "unreachable"}
+        checks["workers"] = {"ok": False, "alive": None}
+    else:
+        checks["redis"] = {"ok": True, "inbox_depth": state["inbox_depth"]}
+        checks["workers"] = {"ok": bool(state["workers_alive"]), "alive": state["workers_alive"]}
+    return all(check["ok"] for check in checks.values()), checks
+
+
+GAUGES = {
+    "inbox_depth": "Accepted requests not yet recorded.",
+    "inbox_oldest_age_seconds": "Age of the oldest unrecorded request.",
+    "inbox_dead_entries": "Requests set aside because they could not be recorded.",
+    "workers_alive": "Workers that reported within XTAG_READY_WORKER_SECONDS.",
+    "conversions_waiting": "Conversions not yet taken into a delivery.",
+    "conversions_waiting_oldest_age_seconds": "Age of the oldest waiting conversion.",
+}
+
+
+class _Waiting:
+    """What is waiting, read at scrape time by the process that answers."""
+
+    def __init__(self, within: float):
+        self.within = within
+
+    def collect(self):
+        values = dict(queues(self.within) or {})
+        try:
+            values.update(waiting())
+        except SQLAlchemyError:
+            pass
+        finally:
+            db.session.remove()
+        for name, value in values.items():
+            yield GaugeMetricFamily(f"xtag_{name}", GAUGES[name], value=value)
+
+
+def exposition(within: float) -> bytes:
+    """The text format for one scrape: every process's counters, and the queues."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        processes = CollectorRegistry()
+        multiprocess.MultiProcessCollector(processes)
+        counted = generate_latest(processes)
+    else:
+        counted = generate_latest(REGISTRY)
+    now = CollectorRegistry(auto_describe=False)
+    now.register(_Waiting(within))
+    return counted + generate_latest(now)

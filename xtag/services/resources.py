@@ -1,11 +1,31 @@
-"""The management API's resources, as schemas (see schema.py)."""
+"""The resources the admin and the management API manage: each one's fields
+(one list: input checks, its JSON, its OpenAPI), the checks that need the
+database, and how it is changed."""
 
 from __future__ import annotations
 
-from xtag import validation
-from xtag.mapping import OVERRIDABLE
-from xtag.models import AUTH_TYPES, ROLES
-from xtag.schema import Field, Schema
+from sqlalchemy import select
+
+from xtag.core import checks
+from xtag.core.errors import BadReference, Conflict, Invalid
+from xtag.core.fields import Field, Schema
+from xtag.core.mapping import OVERRIDABLE
+from xtag.extensions import db
+from xtag.models import AUTH_TYPES, ROLES, Connection, Mapping, Pixel, Site, User
+from xtag.services.changes import Kind
+
+PUBLIC_CREDENTIALS = ("client_id", "consumer_key", "expires_at")
+
+
+def mask(value: object) -> str:
+    """A secret shown as its last 4 characters at most, never in full."""
+    text = str(value)
+    return "****" + text[-4:] if len(text) >= 12 else "****"
+
+
+def _masked(credentials: dict) -> dict:
+    return {k: v if k in PUBLIC_CREDENTIALS else mask(v) for k, v in credentials.items()}
+
 
 SITE = Schema(
     "Site",
@@ -34,7 +54,7 @@ SITE = Schema(
             "events per second the collector accepts for this site (429 beyond it); "
             "null uses the server's XTAG_SITE_RATE_LIMIT",
             nullable=True,
-            check=validation.rate_limit,
+            check=checks.rate_limit,
             example=1000,
         ),
         Field(
@@ -65,6 +85,7 @@ CONNECTION = Schema(
             "pixel_token: token; oauth2: client_id, client_secret, access_token, refresh_token, "
             "expires_at. Write-only: responses show secrets masked (last 4 characters)",
             required=True,
+            show=_masked,
         ),
         Field("status", "string", "healthy, unhealthy or unknown", read_only=True),
         Field("last_error", "string", "X's last refusal", read_only=True, nullable=True),
@@ -110,7 +131,7 @@ MAPPING = Schema(
             required=True,
             max_length=200,
         ),
-        Field("pixel", "integer", "the pixel's id in xtag", required=True),
+        Field("pixel", "integer", "the pixel's id in xtag", required=True, source="pixel_key"),
         Field(
             "x_event_id",
             "string",
@@ -136,14 +157,6 @@ MAPPING = Schema(
     ),
 )
 
-PREVIEW = Schema(
-    "PreviewRequest",
-    (
-        Field("site_id", "integer", "the site whose mappings apply", required=True),
-        Field("message", "object", "a Segment message, as a site would send it", required=True),
-    ),
-)
-
 USER = Schema(
     "User",
     (
@@ -162,3 +175,103 @@ USER = Schema(
         Field("last_login_at", "string", "last admin login", read_only=True, nullable=True),
     ),
 )
+
+
+def _site_values(data: dict, row: Site | None) -> dict:
+    values = dict(data)
+    if "allowed_origins" in values:
+        values["allowed_origins"] = checks.origins(values["allowed_origins"])
+    if values.get("default_phone_region"):
+        values["default_phone_region"] = checks.phone_region(values["default_phone_region"])
+    return values
+
+
+def _connection_values(data: dict, row: Connection | None) -> dict:
+    values = dict(data)
+    auth_type = values.get("auth_type") or row.auth_type
+    if "credentials" in values or "auth_type" in values:
+        given = values.pop("credentials", {})
+        if row is not None and auth_type == row.auth_type:
+            given = {**row.credentials, **given}  # write-only: send only what changes
+        values["credentials"] = checks.credentials(auth_type, given)
+        values["token_expires_at"] = checks.expires_at(values["credentials"])
+    return values
+
+
+def _pixel_values(data: dict, row: Pixel | None) -> dict:
+    values = dict(data)
+    if "pixel_id" in values:
+        values["pixel_id"] = checks.pixel_id(values["pixel_id"])
+        clash = db.session.scalar(select(Pixel.id).where(Pixel.pixel_id == values["pixel_id"]))
+        if clash and (row is None or clash != row.id):
+            raise Conflict(f"pixel {values['pixel_id']} exists already", "pixel_id")
+    if values.get("connection_id") is not None and not db.session.get(
+        Connection, values["connection_id"]
+    ):
+        raise BadReference(f"no connection with id {values['connection_id']}", "connection_id")
+    return values
+
+
+def _mapping_values(data: dict, row: Mapping | None) -> dict:
+    values = dict(data)
+    if "site_id" in values and not db.session.get(Site, values["site_id"]):
+        raise BadReference(f"no site with id {values['site_id']}", "site_id")
+    pixel_key = values.pop("pixel", row.pixel_key if row else None)
+    pixel = db.session.get(Pixel, pixel_key) if pixel_key is not None else None
+    if pixel is None:
+        raise BadReference(f"no pixel with id {pixel_key}", "pixel")
+    values["pixel_key"] = pixel.id
+    event = values.get("x_event_id", row.x_event_id if row else "")
+    values["x_event_id"] = checks.x_event_id(event, pixel.pixel_id)
+    if "fields" in values:
+        values["fields"] = checks.field_overrides(values["fields"])
+    if "event_name" in values:
+        values["event_name"] = values["event_name"].strip()
+    return values
+
+
+def _user_values(data: dict, row: User | None) -> dict:
+    values = dict(data)
+    if "email" in values:
+        values["email"] = values["email"].strip().lower()
+        if "@" not in values["email"]:
+            raise Invalid("email must be an email address", "email")
+        clash = db.session.scalar(select(User.id).where(User.email == values["email"]))
+        if clash and (row is None or clash != row.id):
+            raise Conflict(f"a user with email {values['email']} already exists", "email")
+    if row is not None and ("role" in values or "active" in values):
+        role, active = values.get("role", row.role), values.get("active", row.active)
+        if role != "admin" or not active:
+            _keep_an_admin(row, "role" if role != "admin" else "active")
+    if "password" in values:
+        password = values.pop("password")
+        if len(password) < 8:
+            raise Invalid("password must be at least 8 characters", "password")
+        probe = User()
+        probe.set_password(password)
+        values["password_hash"] = probe.password_hash
+    return values
+
+
+def _keep_an_admin(user: User, field: str | None = None) -> None:
+    """Nobody could manage users or connections any more without an active admin."""
+    if not (user.is_admin and user.active):
+        return
+    admins = db.session.scalars(  # locked in one order, so two demotions cannot pass at once
+        select(User.id)
+        .where(User.role == "admin", User.active.is_(True))
+        .order_by(User.id)
+        .with_for_update()
+    ).all()
+    if not set(admins) - {user.id}:
+        raise Invalid(
+            f"{user.email} is the last active admin: make another user an admin first",
+            field,
+        )
+
+
+SITES = Kind("site", Site, SITE, _site_values)
+CONNECTIONS = Kind("connection", Connection, CONNECTION, _connection_values, ("credentials",))
+PIXELS = Kind("pixel", Pixel, PIXEL, _pixel_values)
+MAPPINGS = Kind("mapping", Mapping, MAPPING, _mapping_values)
+USERS = Kind("user", User, USER, _user_values, ("password_hash",), _keep_an_admin)

@@ -1,17 +1,30 @@
-"""Write key -> site rules, cached per process for a few seconds so the
-collector costs no database query per request (unknown keys are cached too)."""
+"""Write key -> the site's collector rules, cached per process for a few
+seconds so the collector costs no database query per request (unknown keys
+are cached too). Configuration changes forget the cache."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sqlalchemy import Engine, select
 
-from xtag.collector.intake import SiteRules
+from xtag.core.messages import SiteRules
 from xtag.models import Site
 
 _cache: dict[str, tuple[float, SiteRules | None]] = {}
 _CACHE_MAX = 10_000
+
+
+def site_rules(row: Any) -> SiteRules:
+    """The collector's rules from a site (a Site, or a row of its columns)."""
+    return SiteRules(
+        id=row.id,
+        allowed_origins=tuple(o.rstrip("/").lower() for o in row.allowed_origins or ()),
+        default_phone_region=row.default_phone_region,
+        require_consent=row.require_consent,
+        rate_limit=row.rate_limit,
+    )
 
 
 def lookup(engine: Engine, write_key: str, ttl: float) -> SiteRules | None:
@@ -28,15 +41,7 @@ def lookup(engine: Engine, write_key: str, ttl: float) -> SiteRules | None:
     ).where(Site.write_key == write_key)
     with engine.connect() as connection:
         row = connection.execute(query).first()
-    rules = None
-    if row is not None:
-        rules = SiteRules(
-            id=row.id,
-            allowed_origins=tuple(o.rstrip("/").lower() for o in row.allowed_origins or ()),
-            default_phone_region=row.default_phone_region,
-            require_consent=row.require_consent,
-            rate_limit=row.rate_limit,
-        )
+    rules = site_rules(row) if row is not None else None
     if len(_cache) >= _CACHE_MAX:
         _cache.clear()
     _cache[write_key] = (now + ttl, rules)

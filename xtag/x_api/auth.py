@@ -8,12 +8,6 @@ from __future__ import annotations
 import requests
 from authlib.integrations.requests_client import OAuth1Auth
 
-REQUIRED = {
-    "oauth1": ("consumer_key", "consumer_secret", "access_token", "access_token_secret"),
-    "pixel_token": ("token",),
-    "oauth2": ("client_id", "access_token", "refresh_token"),
-}
-
 
 class PixelToken(requests.auth.AuthBase):
     def __init__(self, token: str):
@@ -31,11 +25,6 @@ class Bearer(requests.auth.AuthBase):
     def __call__(self, request):
         request.headers["Authorization"] = f"Bearer {self.token}"
         return request
-
-
-def missing(auth_type: str, credentials: dict) -> list[str]:
-    """The credential fields a connection of this type still needs."""
-    return [name for name in REQUIRED.get(auth_type, ()) if not credentials.get(name)]
 
 
 def for_connection(auth_type: str, credentials: dict) -> requests.auth.AuthBase:

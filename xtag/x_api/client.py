@@ -7,10 +7,8 @@ from dataclasses import dataclass
 
 import requests
 
-from xtag import fastjson
-from xtag.x_api.responses import BODY_KEPT
-
-TIMEOUT = (5, 30)  # connect, read
+from xtag.core import fastjson
+from xtag.core.x_answers import BODY_KEPT
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ def post(
     url: str,
     body: str,
     auth: requests.auth.AuthBase,
-    timeout: float | tuple[float, float] = TIMEOUT,
+    timeout: tuple[float, float],
 ) -> Answer:
     started = time.monotonic()
     try:

@@ -1,0 +1,96 @@
+"""Sites: the list, a site's settings, and its install snippet."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from flask import current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import BooleanField, StringField, TextAreaField
+from wtforms.validators import Optional
+
+from xtag.admin.base import bp, errors_into, row_or_404
+from xtag.core.errors import Invalid
+from xtag.extensions import db
+from xtag.models import Site
+from xtag.services import changes
+from xtag.services.resources import SITES
+
+
+class SiteForm(FlaskForm):
+    name = StringField("Name")
+    allowed_origins = TextAreaField(
+        "Allowed origins (one per line; empty allows all)", validators=[Optional()]
+    )
+    default_phone_region = StringField("Default phone region (e.g. US)", validators=[Optional()])
+    require_consent = BooleanField("Forward only events with advertising consent")
+    rate_limit = StringField(
+        "Rate limit (events per second; empty: the server's default)", validators=[Optional()]
+    )
+
+    def data_for_service(self) -> dict:
+        limit = (self.rate_limit.data or "").strip()
+        return {
+            "name": self.name.data or "",
+            "allowed_origins": [
+                o.strip() for o in (self.allowed_origins.data or "").splitlines() if o.strip()
+            ],
+            "default_phone_region": (self.default_phone_region.data or "").strip() or None,
+            "require_consent": bool(self.require_consent.data),
+            "rate_limit": int(limit) if limit.isdigit() else limit or None,
+        }
+
+
+@functools.cache
+def _snippet_template() -> str:
+    source = Path(current_app.static_folder, "xtag.js").read_text()
+    return re.search(r"<script>.*?</script>", source, re.S).group(0)
+
+
+def snippet(site: Site) -> str:
+    """The install snippet with this server's URL and the site's write key."""
+    base = request.host_url.rstrip("/")
+    return (
+        _snippet_template()
+        .replace("https://collect.example.com", base)
+        .replace("WRITE_KEY", site.write_key)
+    )
+
+
+def _save(form: SiteForm, site: Site | None):
+    try:
+        if site is None:
+            site = changes.create(SITES, current_user, form.data_for_service())
+        else:
+            site = changes.update(SITES, current_user, site, form.data_for_service())
+    except Invalid as exc:
+        errors_into(form, exc)
+        return None
+    flash(f"Saved {site.name}.", "ok")
+    return redirect(url_for("admin.site", site_id=site.id))
+
+
+@bp.route("/sites", methods=["GET", "POST"])
+@login_required
+def sites():
+    form = SiteForm()
+    if form.validate_on_submit() and (done := _save(form, None)):
+        return done
+    rows = db.session.scalars(select(Site).order_by(Site.name)).all()
+    return render_template("admin/sites.html", sites=rows, form=form)
+
+
+@bp.route("/sites/<int:site_id>", methods=["GET", "POST"])
+@login_required
+def site(site_id: int):
+    row = row_or_404(Site, site_id)
+    form = SiteForm(obj=None if request.method == "POST" else row)
+    if request.method == "GET":
+        form.allowed_origins.data = "\n".join(row.allowed_origins or [])
+    if form.validate_on_submit() and (done := _save(form, row)):
+        return done
+    return render_template("admin/site.html", site=row, form=form, snippet=snippet(row))

@@ -1,0 +1,146 @@
+"""Batching: conversions wait per pixel in the database (`delivery_items`
+without a delivery), written in the same transaction as the events they came
+from, so nothing accepted can be lost between the intake and X. A flush job
+per pixel claims up to 500 of them into a delivery and sends it; a short tail
+waits up to the batch window; the sweep recovers what a dead worker left."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from xtag.extensions import db
+from xtag.models import Delivery, DeliveryItem, Pixel, utcnow
+from xtag.pipeline import queues
+from xtag.pipeline.sending import held_until, retry_later, send
+
+BATCH_MAX = 500
+OVERDUE_SECONDS = 10
+FLUSH_JOB = "xtag.pipeline.jobs.deliver_pixel"
+
+
+def _window() -> timedelta:
+    return timedelta(milliseconds=current_app.config["XTAG_BATCH_WINDOW_MS"])
+
+
+class Due(NamedTuple):
+    """Pixels whose flush the intake runs when the batch window ends: `later`
+    keep the due time they have, if any; `sent` just had full batches sent at
+    once, and what those left (under 500, young) is due a window from now."""
+
+    later: frozenset[int] = frozenset()
+    sent: frozenset[int] = frozenset()
+
+
+def schedule_flushes(pixel_keys: set[int]) -> Due:
+    """After conversions were buffered: flush at once where 500 wait."""
+    if not pixel_keys:
+        return Due()
+    waiting = dict(
+        db.session.execute(
+            select(DeliveryItem.pixel_key, func.count())
+            .where(DeliveryItem.pixel_key.in_(pixel_keys), DeliveryItem.delivery_id.is_(None))
+            .group_by(DeliveryItem.pixel_key)
+        ).all()
+    )
+    sent = frozenset(p for p in pixel_keys if waiting.get(p, 0) >= BATCH_MAX)
+    for pixel_key in sent:
+        flush(pixel_key)
+    return Due(frozenset(pixel_keys) - sent, sent)
+
+
+def _flag(pixel_key: int) -> str:
+    return f"xtag:flush:{pixel_key}"
+
+
+def flush(pixel_key: int, at: datetime | None = None) -> None:
+    """Queue a flush job for a pixel unless one is queued and not yet started
+    (that one will take whatever is waiting when it starts)."""
+    if queues.redis_client().set(_flag(pixel_key), 1, nx=True, ex=300):
+        queues.enqueue(FLUSH_JOB, at, pixel_key=pixel_key)
+
+
+def claim(pixel_key: int) -> int | None:
+    """Move up to 500 waiting conversions of a pixel into a new delivery.
+
+    A short tail (< 500) is only taken once its oldest conversion has waited
+    the batch window; otherwise a flush is scheduled for then.
+    """
+    rows = db.session.execute(
+        select(DeliveryItem.id, DeliveryItem.created_at)
+        .where(DeliveryItem.pixel_key == pixel_key, DeliveryItem.delivery_id.is_(None))
+        .order_by(DeliveryItem.id)
+        .limit(BATCH_MAX)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        db.session.rollback()
+        return None
+    if len(rows) < BATCH_MAX and rows[0].created_at + _window() > utcnow():
+        db.session.rollback()  # the worker that buffered these flushes them when due
+        return None
+    pixel = db.session.get(Pixel, pixel_key)
+    delivery = Delivery(pixel_key=pixel_key, connection_id=pixel.connection_id, status="pending")
+    db.session.add(delivery)
+    db.session.flush()
+    taken = db.session.execute(
+        update(DeliveryItem)
+        .where(DeliveryItem.id.in_([r.id for r in rows]), DeliveryItem.delivery_id.is_(None))
+        .values(delivery_id=delivery.id, status="sending")
+    ).rowcount
+    if not taken:
+        db.session.rollback()
+        return None
+    delivery.conversions = taken
+    db.session.commit()
+    return delivery.id
+
+
+def deliver_pixel(pixel_key: int) -> int:
+    """Claim and send batches for a pixel until only a young tail waits."""
+    queues.redis_client().delete(_flag(pixel_key))
+    pixel = db.session.get(Pixel, pixel_key)
+    if pixel is None:
+        return 0
+    held = held_until(pixel.connection_id)
+    if held:
+        flush(pixel_key, at=datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
+        return 0
+    sent = 0
+    while (delivery_id := claim(pixel_key)) is not None:
+        send(delivery_id)
+        sent += 1
+    return sent
+
+
+def sweep() -> int:
+    """Recover work a dead worker left: deliveries stuck in 'sending' or never
+    sent, retries overdue (RQ's scheduler lock can stay with a dead worker
+    for two minutes), and waiting conversions whose flush was lost.
+    Returns how many were requeued."""
+    stale = utcnow() - timedelta(seconds=current_app.config["XTAG_STALE_SENDING_SECONDS"])
+    overdue = utcnow() - timedelta(seconds=OVERDUE_SECONDS)
+    stuck = db.session.scalars(
+        select(Delivery).where(
+            ((Delivery.status == "sending") & (Delivery.updated_at < stale))
+            | ((Delivery.status == "pending") & (Delivery.created_at < stale))
+            | ((Delivery.status == "retrying") & (Delivery.next_retry_at < overdue))
+        )
+    ).all()
+    for delivery in stuck:  # RQ's scheduler may be held by a dead worker's lock
+        retry_later(delivery, utcnow())
+    late = utcnow() - 2 * _window() - timedelta(seconds=1)
+    pixels = db.session.scalars(
+        select(DeliveryItem.pixel_key)
+        .where(DeliveryItem.delivery_id.is_(None), DeliveryItem.created_at < late)
+        .distinct()
+    ).all()
+    db.session.commit()
+    for pixel_key in pixels:
+        queues.redis_client().delete(_flag(pixel_key))  # its queued job may have died with a worker
+        flush(pixel_key)
+    return len(stuck) + len(pixels)

@@ -1,0 +1,16 @@
+"""RQ entry points, and nothing else. Their names and signatures are a
+contract with jobs already queued: add keyword arguments with defaults only."""
+
+from __future__ import annotations
+
+from xtag.pipeline import batching, sending
+
+
+def deliver_pixel(pixel_key: int) -> int:
+    """Send the conversions waiting for one pixel, in batches of 500."""
+    return batching.deliver_pixel(pixel_key)
+
+
+def retry_delivery(delivery_id: int) -> str:
+    """Send a delivery's outstanding conversions again."""
+    return sending.send(delivery_id)

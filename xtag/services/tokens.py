@@ -1,0 +1,85 @@
+"""Management-API tokens: issued (shown once, stored hashed), revoked, and
+checked on every API request with its limits."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import redis
+
+from xtag.core.errors import Invalid, RateLimited, Unauthenticated
+from xtag.extensions import db
+from xtag.models import ApiToken, User, utcnow
+from xtag.pipeline.queues import redis_client
+from xtag.services import limits
+from xtag.services.changes import audit
+
+NAME_MAX = 100
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Wrong tokens an address may present per minute before it must wait: a
+# guessing flood costs one Redis round trip per request, not a database query.
+BAD_TOKENS_PER_MINUTE = 30
+
+
+def issue(actor: User | None, user: User, name: str = "") -> tuple[ApiToken, str]:
+    """A new management-API token for a user: the row (only its hash is stored)
+    and the token itself, which the caller shows once."""
+    name = (name or "").strip()
+    if len(name) > NAME_MAX:
+        raise Invalid(f"name is longer than {NAME_MAX} characters", "name")
+    if "\x00" in name:
+        raise Invalid("name may not contain NUL characters", "name")
+    if not user.active:
+        raise Invalid(f"{user.email} is deactivated: reactivate them first", "user_id")
+    row, token = ApiToken.issue(user, name=name)
+    db.session.add(row)
+    db.session.flush()
+    changes = {"user": user.email, "prefix": row.prefix}
+    if name:
+        changes["name"] = name
+    audit(actor, "create", "api_token", row.id, changes)
+    db.session.commit()
+    return row, token
+
+
+def revoke(actor: User | None, rows: list[ApiToken]) -> int:
+    """Revoke tokens that are still live; how many were."""
+    live = [row for row in rows if row.revoked_at is None]
+    for row in live:
+        row.revoked_at = utcnow()
+        audit(actor, "revoke", "api_token", row.id, {"user": row.user.email})
+    db.session.commit()
+    return len(live)
+
+
+def _wait(check, scope: str, limit: int) -> int:
+    """`check` (limits.hit counts, limits.over only looks) for a limit per
+    minute: seconds to wait, 0 when within it; limits fail open when Redis is
+    down (the API itself does not need Redis)."""
+    try:
+        return check(redis_client(), scope, limit, 60)
+    except (redis.RedisError, OSError):
+        return 0
+
+
+def authenticate(token: str, address: str | None, per_minute: int) -> User:
+    """The user a bearer token belongs to, within `per_minute` requests a
+    minute for the token (0: no limits) and BAD_TOKENS_PER_MINUTE wrong
+    tokens a minute from the address."""
+    scope = f"api-bad-token:{address}"
+    wait = per_minute and _wait(limits.over, scope, BAD_TOKENS_PER_MINUTE)
+    if wait:
+        raise RateLimited("too many requests with a wrong token from this address; wait", wait)
+    row = ApiToken.find(token)
+    if row is None:
+        if per_minute:
+            _wait(limits.hit, scope, BAD_TOKENS_PER_MINUTE)
+        raise Unauthenticated("this token is unknown, revoked, or its user inactive")
+    wait = per_minute and _wait(limits.hit, f"api-token:{row.id}", per_minute)
+    if wait:
+        raise RateLimited(f"this token may make {per_minute} requests a minute; wait", wait)
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        db.session.commit()
+    return row.user
