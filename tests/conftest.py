@@ -22,7 +22,7 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from tests import fake_x as fakes
-from tests import pii
+from tests.support import pii
 from xtag import create_app, embedded
 from xtag.extensions import db
 from xtag.pipeline import queues

@@ -14,10 +14,11 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from tests import factories, pii
 from tests.fake_x import FakeX
-from tests.test_admin_pages import csrf, login
-from tests.test_delivery import EVENT, PIXEL, basic, order
+from tests.support import factories, pii
+from tests.support.sending import basic, order
+from tests.support.shop import EVENT, PIXEL
+from tests.support.web import csrf, login
 from xtag.extensions import db
 from xtag.models import AuditEntry, Connection, Mapping, Pixel
 from xtag.pipeline import queues

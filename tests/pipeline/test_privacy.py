@@ -2,7 +2,7 @@
 
 from sqlalchemy import select
 
-from tests import factories, pii
+from tests.support import factories, pii
 from xtag.extensions import db
 from xtag.models import Connection, ReceivedEvent
 from xtag.pipeline import queues

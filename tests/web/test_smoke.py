@@ -1,4 +1,4 @@
-from tests import factories
+from tests.support import factories
 
 
 def test_track_is_queued_and_recorded(client, ctx, work):

@@ -3,89 +3,21 @@ hashed, signed, batched conversions; every status of the spec's table."""
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 
 import pytest
 from sqlalchemy import select
 
-from tests import factories, pii
+from tests.support import pii
+from tests.support.sending import order, send
+from tests.support.shop import CREDENTIALS, EVENT, PIXEL, deliveries, items, setup_shop
 from xtag.core.errors import Conflict
 from xtag.core.identity import hash_email, hash_phone
 from xtag.extensions import db
-from xtag.models import Connection, Delivery, DeliveryItem, Mapping, Pixel, ReceivedEvent
+from xtag.models import Connection, Mapping, Pixel, ReceivedEvent
 from xtag.pipeline import credentials
 from xtag.services import deliveries as retrying
-
-PIXEL = "o8z6j"
-EVENT = "o87ne"
-
-CREDENTIALS = {
-    "pixel_token": lambda fake: {"token": fake.pixel_token},
-    "oauth1": lambda fake: {
-        "consumer_key": fake.consumer_key,
-        "consumer_secret": fake.consumer_secret,
-        "access_token": fake.oauth1_access_token,
-        "access_token_secret": fake.oauth1_access_token_secret,
-    },
-    "oauth2": lambda fake: {
-        "client_id": fake.client_id,
-        "client_secret": fake.client_secret,
-        "access_token": fake.access_token,
-        "refresh_token": fake.refresh_token,
-        "expires_at": int(time.time()) + 7200,
-    },
-}
-
-
-def setup_shop(fake_x, auth_type="pixel_token", credentials=None):
-    site = factories.site(default_phone_region="US")
-    connection = Connection(name="X", auth_type=auth_type)
-    connection.credentials = credentials or CREDENTIALS[auth_type](fake_x)
-    pixel = Pixel(pixel_id=PIXEL, name="Main", connection=connection)
-    db.session.add_all([connection, pixel])
-    db.session.add(Mapping(site=site, event_name="Order Completed", pixel=pixel, x_event_id=EVENT))
-    db.session.commit()
-    return site
-
-
-def basic(key: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
-
-
-def order(n: int, **extra) -> dict:
-    message = {
-        "type": "track",
-        "event": "Order Completed",
-        "anonymousId": f"anon-{n}",
-        "messageId": f"msg-{n}",
-        "properties": {"order_id": f"order-{n}", "revenue": 20, "currency": "eur"},
-        "context": {"twclid": f"tw-{n}"},
-    }
-    message.update(extra)
-    return message
-
-
-def send(client, site, messages) -> None:
-    for start in range(0, len(messages), 100):
-        r = client.post(
-            "/v1/batch",
-            json={"batch": messages[start : start + 100]},
-            headers=basic(site.write_key),
-        )
-        assert r.status_code == 200, r.json
-
-
-def deliveries() -> list[Delivery]:
-    db.session.expire_all()
-    return list(db.session.scalars(select(Delivery).order_by(Delivery.id)))
-
-
-def items() -> list[DeliveryItem]:
-    db.session.expire_all()
-    return list(db.session.scalars(select(DeliveryItem).order_by(DeliveryItem.id)))
-
 
 # --- the happy path for each auth type -------------------------------------------
 

@@ -11,10 +11,10 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from tests import factories, pii
-from tests.test_collector import track
-from tests.test_crash import ROOT
-from tests.test_delivery import basic, order, setup_shop
+from tests.support import factories, pii
+from tests.support.sending import basic, order, track
+from tests.support.shop import setup_shop
+from tests.support.workers import ROOT
 from xtag import logs
 from xtag.extensions import db
 from xtag.models import Delivery

@@ -12,7 +12,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests import factories
+from tests.support import factories
 from xtag.extensions import db
 from xtag.models import ApiToken
 

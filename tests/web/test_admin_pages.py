@@ -9,22 +9,12 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from tests import factories
-from tests.test_delivery import PIXEL, basic, order, setup_shop
+from tests.support import factories, pii
+from tests.support.sending import basic, order
+from tests.support.shop import PIXEL, setup_shop
+from tests.support.web import csrf, login
 from xtag.extensions import db
 from xtag.models import Delivery, Mapping, Site
-
-
-def login(client, role="marketer"):
-    factories.user(f"{role}@example.com", role=role, password="correct horse")
-    r = client.post("/login", data={"email": f"{role}@example.com", "password": "correct horse"})
-    assert r.status_code == 302
-
-
-def csrf(client, path):
-    return re.search(
-        r'name="csrf_token"[^>]*value="([^"]+)"', client.get(path).get_data(as_text=True)
-    ).group(1)
 
 
 @pytest.mark.parametrize("path", ["/", "/sites", "/events", "/deliveries"])
@@ -186,7 +176,6 @@ def test_pixels_mappings_toggle_delete_and_preview(client, ctx, fake_x):
 
 
 def test_connections_page_is_admin_only_and_never_shows_a_secret(client, ctx):
-    from tests import pii
 
     login(client, "marketer")
     assert client.get("/connections").status_code == 403

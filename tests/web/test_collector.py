@@ -3,37 +3,17 @@ real Redis and database; a worker run records what became of each event."""
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 
 import pytest
-from sqlalchemy import select
 
-from tests import factories, pii
+from tests.support import factories, pii
+from tests.support.sending import basic, queued, track
+from tests.support.shop import events
 from xtag.core.identity import hash_email, hash_phone
-from xtag.extensions import db
-from xtag.models import ReceivedEvent
 from xtag.pipeline import inbox, queues
 from xtag.pipeline.visitors import DEDUP_SECONDS, dedup_key
-
-
-def basic(key: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
-
-
-def track(**extra) -> dict:
-    message = {"event": "Order Completed", "anonymousId": "anon-1", "properties": {"revenue": 20}}
-    message.update(extra)
-    return message
-
-
-def events() -> list[ReceivedEvent]:
-    return list(db.session.scalars(select(ReceivedEvent).order_by(ReceivedEvent.id)))
-
-
-def queued() -> int:
-    return inbox.depth(queues.redis_client())
 
 
 @pytest.fixture

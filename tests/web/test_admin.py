@@ -7,7 +7,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 from sqlalchemy import select
 
-from tests import factories
+from tests.support import factories
 from xtag.extensions import db
 from xtag.models import User
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from tests import factories
+from tests.support import factories
 from xtag.extensions import db
 from xtag.models import ApiToken, AuditEntry, User
 from xtag.services import changes, tokens

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests import factories
 from tests.fake_x import FakeX
-from tests.test_beacon import CHROMIUM, CHROMIUM_ARGS, Shop, needs_chromium
-from tests.test_delivery import EVENT, PIXEL
+from tests.support import factories
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, Shop, needs_chromium
+from tests.support.shop import EVENT, PIXEL
 from xtag.extensions import db
 from xtag.models import ReceivedEvent
 from xtag.pipeline import worker

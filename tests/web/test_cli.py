@@ -2,7 +2,9 @@
 
 from sqlalchemy import select
 
-from tests import factories
+from tests.support import factories
+from tests.support.sending import basic, order
+from tests.support.shop import setup_shop
 from xtag.extensions import db
 from xtag.models import ApiToken, User
 
@@ -91,8 +93,6 @@ def test_rotate_keys_then_old_key_removed_credentials_still_deliver(
 ):
     from cryptography.fernet import Fernet
 
-    from tests.test_delivery import basic, order, setup_shop
-
     site = setup_shop(fake_x)
     old = x_app.config["XTAG_ENCRYPTION_KEYS"]
     x_app.config["XTAG_ENCRYPTION_KEYS"] = [Fernet.generate_key().decode(), *old]
@@ -108,7 +108,6 @@ def test_rotate_keys_then_old_key_removed_credentials_still_deliver(
 
 
 def test_retry_failed_purge_and_status(x_app, client, runner, ctx, fake_x, deliver):
-    from tests.test_delivery import basic, order, setup_shop
 
     site = setup_shop(fake_x)
     fake_x.fail_next(404)

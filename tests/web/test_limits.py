@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from tests import factories
-from tests.test_api import token_for
-from tests.test_collector import basic, queued, track
+from tests.support import factories
+from tests.support.sending import basic, queued, track
+from tests.support.web import token_for
 from xtag.extensions import db
 from xtag.models import ReceivedEvent
 

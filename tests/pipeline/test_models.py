@@ -8,7 +8,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from tests import factories, pii
+from tests.support import factories, pii
 from xtag.core.crypto import CredentialError
 from xtag.extensions import db
 from xtag.models import ApiToken, Connection, Mapping, ReceivedEvent, Site, utcnow

@@ -23,10 +23,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
-from tests import pii
-from tests.test_api import token_for
-from tests.test_delivery import basic, deliveries, items, order, send, setup_shop
-from tests.workers import kill, log_tail, start_worker
+from tests.support import pii
+from tests.support.sending import basic, order, send
+from tests.support.shop import deliveries, items, setup_shop
+from tests.support.web import token_for
+from tests.support.workers import kill, log_tail, start_worker
 from xtag import embedded
 from xtag.extensions import db
 from xtag.models import Delivery, ReceivedEvent

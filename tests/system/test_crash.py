@@ -9,9 +9,10 @@ import sys
 
 from sqlalchemy import select
 
-from tests import factories
-from tests.test_delivery import EVENT, PIXEL, basic, order
-from tests.workers import ROOT, kill, log_tail, start_worker
+from tests.support import factories
+from tests.support.sending import basic, order
+from tests.support.shop import EVENT, PIXEL
+from tests.support.workers import ROOT, kill, log_tail, start_worker
 from xtag.extensions import db
 from xtag.models import Connection, Delivery, Mapping, Pixel
 

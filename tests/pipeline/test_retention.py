@@ -4,8 +4,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from tests import factories
-from tests.test_delivery import basic, order, setup_shop
+from tests.support import factories
+from tests.support.sending import basic, order
+from tests.support.shop import setup_shop
 from xtag.extensions import db
 from xtag.models import AuditEntry, DeliveryAttempt, DeliveryItem, ReceivedEvent, utcnow
 from xtag.pipeline import retention, worker

@@ -9,8 +9,9 @@ import sys
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_crash import ROOT
-from tests.test_delivery import PIXEL, basic, order, setup_shop
+from tests.support.sending import basic, order
+from tests.support.shop import PIXEL, setup_shop
+from tests.support.workers import ROOT
 
 
 def scrape(client, **kwargs) -> dict[tuple[str, tuple], float]:
@@ -96,7 +97,7 @@ def test_metrics_are_for_allowed_addresses_or_the_token(make_app, ctx):
 
 
 SEND = """
-from tests.test_delivery import basic, order
+from tests.support.sending import basic, order
 from xtag import create_app
 app = create_app()
 client = app.test_client()

@@ -7,8 +7,9 @@ import json
 import pytest
 from sqlalchemy import select
 
-from tests import factories, pii
-from tests.test_delivery import basic, order
+from tests.support import pii
+from tests.support.sending import basic, order
+from tests.support.web import token_for
 from xtag.extensions import db
 from xtag.models import ApiToken, AuditEntry, Delivery
 
@@ -18,14 +19,6 @@ OAUTH1 = {
     "access_token": "123-at",
     "access_token_secret": pii.SECRETS[2],
 }
-
-
-def token_for(role: str) -> dict:
-    user = factories.user(f"{role}@example.com", role=role)
-    row, token = ApiToken.issue(user)
-    db.session.add(row)
-    db.session.commit()
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Pure rules (xtag.core), and configuration from the environment."""

@@ -1,0 +1,1 @@
+"""The worker's side (xtag.pipeline): recording, batching, sending, retention, storage."""

@@ -1,0 +1,1 @@
+"""Real processes end to end: faults, crashes, Chromium, schemathesis, benches (slow)."""

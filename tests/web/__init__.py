@@ -1,0 +1,1 @@
+"""The web edges through HTTP: collector, admin, management API, ops, CLI."""
