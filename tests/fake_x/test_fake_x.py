@@ -127,13 +127,18 @@ def test_oauth1_bad_credentials_get_401(fake_x, changes):
     assert fake_x.requests[-1].authenticated is False
 
 
-def test_oauth1_signature_covers_the_url(fake_x):
-    request = requests.Request(
+def signed_batch(fake_x) -> requests.PreparedRequest:
+    """A one-conversion batch for PIXEL, signed with OAuth 1.0a but not sent."""
+    return requests.Request(
         "POST",
         fake_x.conversions_url(PIXEL),
         json={"conversions": [conversion()]},
         auth=oauth1(fake_x),
     ).prepare()
+
+
+def test_oauth1_signature_covers_the_url(fake_x):
+    request = signed_batch(fake_x)
     request.url = fake_x.conversions_url("o8z6k")  # signed for another pixel
     with requests.Session() as session:
         response = session.send(request, timeout=5)
@@ -150,12 +155,7 @@ def test_oauth1_signature_with_localhost_and_a_query_string(fake_x):
 
 
 def test_oauth1_body_is_not_signed_but_a_replayed_nonce_is_refused(fake_x):
-    request = requests.Request(
-        "POST",
-        fake_x.conversions_url(PIXEL),
-        json={"conversions": [conversion()]},
-        auth=oauth1(fake_x),
-    ).prepare()
+    request = signed_batch(fake_x)
     assert "oauth_body_hash" not in request.headers["Authorization"]
     with requests.Session() as session:
         assert session.send(request, timeout=5).status_code == 200
