@@ -202,7 +202,8 @@ def events():
 @bp.route("/audit", methods=["GET"])
 @requires("admin")
 def audit_log():
-    return _page(select(AuditEntry), queries.AUDIT.dump, AuditEntry.id.desc())
+    entries = queries.audit_entries()  # rows of (entry, its actor's email)
+    return _page(entries, lambda row: queries.AUDIT.dump(row.AuditEntry), AuditEntry.id.desc())
 
 
 @bp.route("/openapi.json", methods=["GET"])

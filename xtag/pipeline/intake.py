@@ -15,6 +15,11 @@ from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site, utcno
 from xtag.pipeline import batching, counters, inbox, queues, visitors
 
 
+def rule(row: Mapping, pixel_id: str) -> mapping.Rule:
+    """A mapping as the mapper takes it (saved, or a draft being typed)."""
+    return mapping.Rule(row.pixel_key, pixel_id, row.x_event_id, row.description, row.fields or {})
+
+
 def rules_for(site_ids: set[int]) -> dict[tuple[int, str], list[mapping.Rule]]:
     """Enabled mappings by (site, event name), as the mapper takes them."""
     rules: dict[tuple[int, str], list[mapping.Rule]] = defaultdict(list)
@@ -25,9 +30,7 @@ def rules_for(site_ids: set[int]) -> dict[tuple[int, str], list[mapping.Rule]]:
         .order_by(Mapping.id)
     )
     for row, pixel_id in rows:
-        rules[(row.site_id, row.event_name)].append(
-            mapping.Rule(row.pixel_key, pixel_id, row.x_event_id, row.description, row.fields or {})
-        )
+        rules[(row.site_id, row.event_name)].append(rule(row, pixel_id))
     return rules
 
 

@@ -12,7 +12,7 @@ from xtag.core.fields import Field, Schema
 from xtag.core.messages import Rejected, RequestFacts, prepare, validate
 from xtag.extensions import db
 from xtag.models import Mapping, Pixel, Site, utcnow
-from xtag.pipeline.intake import rules_for
+from xtag.pipeline.intake import rule, rules_for
 from xtag.services.resources import MAPPINGS
 from xtag.services.writekeys import site_rules
 
@@ -23,10 +23,6 @@ PREVIEW = Schema(
         Field("message", "object", "a Segment message, as a site would send it", required=True),
     ),
 )
-
-
-def _rule(row: Mapping, pixel: Pixel) -> mapping.Rule:
-    return mapping.Rule(pixel.id, pixel.pixel_id, row.x_event_id, row.description, row.fields or {})
 
 
 def draft(data: dict, editing: Mapping | None = None) -> Mapping:
@@ -54,9 +50,9 @@ def preview(
     name = event["message"]["event"]
     rules = rules_for({site.id}).get((site.id, name), [])
     if editing is not None and editing.enabled:
-        rules = [r for r in rules if r != _rule(editing, editing.pixel)]
+        rules = [r for r in rules if r != rule(editing, editing.pixel.pixel_id)]
     if drafted is not None and drafted.event_name == name:
-        rules = [*rules, _rule(drafted, db.session.get(Pixel, drafted.pixel_key))]
+        rules = [*rules, rule(drafted, db.session.get(Pixel, drafted.pixel_key).pixel_id)]
     outcome, reason, result = mapping.outcome(event, False, rules)
     conversions = [
         {"pixel": rule.pixel_key, "pixel_id": rule.pixel_id, "conversion": conversion}
