@@ -37,7 +37,10 @@ def create_app(overrides: dict | None = None, environ=None) -> Flask:
     register_errorhandlers(app)
     register_commands(app)
     app.after_request(security_headers)
-    app.wsgi_app = logs.RequestLog(ByPath(app.wsgi_app, "/v1/", create_collector_app(app).wsgi_app))
+    from xtag.collector import PREFIXES
+
+    collector = create_collector_app(app).wsgi_app
+    app.wsgi_app = logs.RequestLog(ByPath(app.wsgi_app, PREFIXES, collector))
     if not app.testing:  # tests keep pytest's log capture
         logs.configure(app.config["XTAG_LOG_FORMAT"])
     if app.config["XTAG_TRUSTED_PROXIES"]:
@@ -83,14 +86,14 @@ class NoSessions(SessionInterface):
 
 
 class ByPath:
-    """Send one path prefix to another WSGI app."""
+    """Send the paths that start with any of `prefixes` to another WSGI app."""
 
-    def __init__(self, default, prefix: str, other):
-        self.default, self.prefix, self.other = default, prefix, other
+    def __init__(self, default, prefixes: tuple[str, ...], other):
+        self.default, self.prefixes, self.other = default, prefixes, other
 
     def __call__(self, environ, start_response):
         target = (
-            self.other if environ.get("PATH_INFO", "").startswith(self.prefix) else self.default
+            self.other if environ.get("PATH_INFO", "").startswith(self.prefixes) else self.default
         )
         return target(environ, start_response)
 

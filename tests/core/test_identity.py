@@ -38,9 +38,19 @@ def test_non_emails_give_no_hash(raw):
 
 
 def test_phone_with_plus_matches_x_vector():
-    # X's own example number is not a real NANP number, so hash its E.164 form directly.
     assert identity.sha256_hex("+11234567890") == PHONE_HASH
     assert identity.sha256_hex("11234567890") != PHONE_HASH
+
+
+@pytest.mark.parametrize("raw", ["(123) 456-7890", "123-456-7890", "+1 123 456 7890"])
+def test_x_documented_phone_example_hashes_as_x_does(raw):
+    # Not a valid NANP number by today's metadata, but a possible one: X hashes it.
+    assert identity.hash_phone(raw, "US") == PHONE_HASH
+
+
+def test_a_possible_number_outside_todays_metadata_is_kept():
+    # Area code 200 is not assigned today; a carrier may assign it before the metadata knows.
+    assert identity.normalise_phone("(200) 555-0123", "US") == "+12005550123"
 
 
 @pytest.mark.parametrize(
@@ -106,6 +116,22 @@ def test_first_hashed_skips_unusable_values():
 )
 def test_twclid_from_landing_url(url, twclid):
     assert identity.twclid_from_url(url) == twclid
+
+
+@pytest.mark.parametrize(
+    ("cookie", "twclid"),
+    [
+        ("23opevjt88psuo13lu8d020qkn", "23opevjt88psuo13lu8d020qkn"),
+        ("%7B%22twclid%22%3A%22abc123%22%2C%22timestamp%22%3A1700000000%7D", "abc123"),
+        ('{"twclid":"abc123","timestamp":1700000000}', "abc123"),
+        ("%7B%22timestamp%22%3A1%7D", None),
+        ("%7Bnot json", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_twclid_from_a_first_party_cookie_bare_or_as_x_json(cookie, twclid):
+    assert identity.twclid_from_cookie(cookie) == twclid
 
 
 def test_scrub_removes_raw_email_and_phone_from_free_form_data():

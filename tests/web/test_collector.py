@@ -165,9 +165,12 @@ def test_twclid_cookie_is_used_and_secure_over_https(client, site, work):
     assert [e.identifiers["twclid"] for e in events()] == ["from-cookie", "newer"]
 
 
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36"
+
+
 def test_ip_and_user_agent_from_request_unless_given_in_context(client, site, work):
     key = basic(site.write_key)
-    client.post("/v1/track", json=track(), headers={**key, "User-Agent": "Browser/1.0"})
+    client.post("/v1/track", json=track(), headers={**key, "User-Agent": BROWSER})
     client.post(
         "/v1/track",
         json=track(context={"ip": "203.0.113.9", "userAgent": "SDK/2"}),
@@ -177,7 +180,7 @@ def test_ip_and_user_agent_from_request_unless_given_in_context(client, site, wo
     first, second = events()
     assert (first.identifiers["ip_address"], first.identifiers["user_agent"]) == (
         "127.0.0.1",
-        "Browser/1.0",
+        BROWSER,
     )
     assert (second.identifiers["ip_address"], second.identifiers["user_agent"]) == (
         "203.0.113.9",
@@ -193,7 +196,11 @@ def test_client_ip_honours_trusted_proxies(make_app, hops, expected):
         r = app.test_client().post(
             "/v1/track",
             json=track(),
-            headers={**basic(site.write_key), "X-Forwarded-For": "10.9.9.9, 198.51.100.7"},
+            headers={
+                **basic(site.write_key),
+                "X-Forwarded-For": "10.9.9.9, 198.51.100.7",
+                "Origin": "https://shop.example",
+            },
         )
         assert r.status_code == 200
         entry = inbox.peek(queues.redis_client(app))[-1]
@@ -324,7 +331,12 @@ def test_missing_and_unknown_write_keys_get_401(client, site):
     r = client.post("/v1/track", json=track())
     assert r.status_code == 401 and "write key" in r.json["error"]
     r = client.post("/v1/track", json=track(), headers=basic("no-such-key"))
-    assert (r.status_code, r.json) == (401, {"error": "unknown write key"})
+    assert r.status_code == 401
+    assert r.json == {
+        "error": "unknown write key",
+        "code": "unauthorized",
+        "message": r.json["error"],
+    }
     assert queued() == 0
 
 
@@ -369,21 +381,7 @@ def test_missing_and_unknown_write_keys_get_401(client, site):
             {"batch": [{"type": "boom", "anonymousId": "a"}]},
             "batch[0].type must be one of",
         ),
-        (
-            "batch",
-            {"batch": [{"type": "page", "anonymousId": "a"}, 3]},
-            "batch[1] must be a JSON object",
-        ),
-        (
-            "batch",
-            {
-                "batch": [
-                    {"type": "page", "anonymousId": "a"},
-                    {"type": "track", "anonymousId": "a"},
-                ]
-            },
-            "batch[1].event is required",
-        ),
+        ("batch", {"batch": [3, {"type": "track"}]}, "batch[0] must be a JSON object"),
     ],
 )
 def test_bad_input_gets_400_naming_the_problem(client, site, route, body, named):
@@ -409,12 +407,16 @@ def test_message_over_32_kb_gets_413(client, site):
     big = track(properties={"blob": "x" * (33 * 1024)})
     r = client.post("/v1/track", json=big, headers=basic(site.write_key))
     assert r.status_code == 413 and "32 KB" in r.json["error"]
+    assert r.json["code"] == "too_large" and r.json["message"] == r.json["error"]
+    assert queued() == 0
     batch = {
         "batch": [{"type": "page", "anonymousId": "a"}, {"type": "page", "anonymousId": "a", **big}]
     }
     r = client.post("/v1/batch", json=batch, headers=basic(site.write_key))
-    assert r.status_code == 413 and r.json["error"].startswith("batch[1]")
-    assert queued() == 0
+    assert r.status_code == 200, r.json
+    [refused] = r.json["refused"]
+    assert refused["index"] == 1 and "32 KB" in refused["error"]
+    assert queued() == 1  # the page view beside it
 
 
 def test_batch_over_500_kb_gets_413(client, site):

@@ -2,6 +2,10 @@
 HTTP only (read, authenticate, check the origin, hand off); its rules live in
 xtag.core.messages, its hand-off in xtag.pipeline.inbox."""
 
+from xtag.collector import sdks  # noqa: F401  (adds the SDK settings routes to bp)
 from xtag.collector.views import bp
 
-__all__ = ["bp"]
+# Every path the collector app serves (xtag/__init__.py hands them to it)
+PREFIXES = ("/v1/", "/beacon/", "/sourceConfig")
+
+__all__ = ["PREFIXES", "bp"]

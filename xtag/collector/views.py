@@ -7,21 +7,23 @@ the request, the site cache and the inbox, and turns refusals into answers.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
 from xtag import logs
-from xtag.core.identity import clean_twclid
+from xtag.core import fastjson
+from xtag.core.identity import clean_twclid, twclid_from_cookie
 from xtag.core.messages import (
     BATCH_LIMIT,
     MESSAGE_LIMIT,
     Rejected,
     RequestFacts,
+    SiteRules,
     TooLarge,
-    UnsupportedEncoding,
     decode_body,
     messages_of,
     prepare,
@@ -37,14 +39,21 @@ bp = Blueprint("collector", __name__)
 class Unauthorized(Rejected):
     """No write key, or one no site has."""
 
+    code = "unauthorized"
+
 
 class ForbiddenOrigin(Rejected):
     """A page whose origin the site does not allow."""
 
+    code = "forbidden_origin"
 
-STATUS = {TooLarge: 413, UnsupportedEncoding: 415, Unauthorized: 401, ForbiddenOrigin: 403}
+
+# a refusal's code -> its HTTP status (every other code is a 400)
+STATUS = {"too_large": 413, "unsupported_encoding": 415, "unauthorized": 401}
+STATUS |= {"forbidden_origin": 403, "rate_limited": 429, "unavailable": 503}
 
 TWCLID_COOKIE = "_xtag_twclid"
+X_TWCLID_COOKIE = "_twclid"  # set by X's own pixel and server-side tag
 TWCLID_COOKIE_SECONDS = 30 * 24 * 3600
 RETRY_AFTER_SECONDS = 5
 SUCCESS = b'{"success":true}\n'
@@ -56,18 +65,21 @@ ROUTES = {
     "t": "track", "p": "page", "i": "identify", "b": "batch", "s": "screen", "g": "group",
     "a": "alias",
 }  # fmt: skip
+DEFAULT_HEADERS = (
+    "Authorization, Content-Type, Content-Encoding, AnonymousId, SentAt, X-Retry-Count"
+)
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 
 
-def _error(message: str, status: int):
+def refusal(message: str, code: str, retry_after: int | None = None):
+    """Every non-2xx answer: `error` for Segment's SDKs, `code` and `message`
+    for those (RudderStack's, analytics-python) that read them."""
+    status = STATUS.get(code, 400)
     counters.COLLECTOR_REFUSED.labels(status).inc()
-    response = jsonify(error=message)
+    response = jsonify(error=message, code=code, message=message)
     response.status_code = status
-    return response
-
-
-def _retry_later(message: str, status: int, seconds: int):
-    response = _error(message, status)
-    response.headers["Retry-After"] = str(seconds)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -87,61 +99,81 @@ def _write_key(body: dict) -> str:
     auth = request.authorization
     if auth is not None and auth.type == "basic" and auth.username:
         return auth.username
-    key = body.get("writeKey")
-    if isinstance(key, str) and key:
-        return key
+    for key in (body.get("writeKey"), request.args.get("writeKey")):
+        if isinstance(key, str) and key:
+            return key
     raise Unauthorized(
-        "missing write key: send it as the HTTP Basic username or as writeKey in the body"
+        "missing write key: send it as the HTTP Basic username, as writeKey in the body "
+        "or as the writeKey query parameter"
     )
 
 
-def _facts() -> RequestFacts:
-    return RequestFacts(
-        ip=request.remote_addr,
-        user_agent=request.headers.get("User-Agent", "").strip()[:512] or None,
-        cookie_twclid=request.cookies.get(TWCLID_COOKIE),
-        gpc=request.headers.get("Sec-GPC", "").strip() == "1",
-        received_at=datetime.now(UTC),
-    )
-
-
-def _collect(route: str):
-    body, size = decode_body(_read_body(), request.headers.get("Content-Encoding"))
+def site_for(write_key: str) -> SiteRules:
     site = writekeys.lookup(
         current_app.extensions["xtag_engine"],
-        _write_key(body),
+        write_key,
         current_app.config["XTAG_SITE_CACHE_SECONDS"],
     )
     if site is None:
         raise Unauthorized("unknown write key")
     logs.bind(site=site.id)
+    return site
+
+
+def _check_origin(site: SiteRules) -> None:
     origin = request.headers.get("Origin")
     if origin and site.allowed_origins and origin.rstrip("/").lower() not in site.allowed_origins:
         raise ForbiddenOrigin(f"origin {origin} is not allowed for this site")
+    g.origin_allowed = True  # answers may carry Access-Control-Allow-Credentials
+
+
+def _facts() -> RequestFacts:
+    user_agent = request.headers.get("User-Agent", "").strip()[:512] or None
+    return RequestFacts(
+        ip=request.remote_addr,
+        user_agent=user_agent,
+        cookie_twclid=twclid_from_cookie(request.cookies.get(TWCLID_COOKIE))
+        or twclid_from_cookie(request.cookies.get(X_TWCLID_COOKIE)),
+        gpc=request.headers.get("Sec-GPC", "").strip() == "1",
+        received_at=datetime.now(UTC),
+        browser=bool(request.headers.get("Origin") or request.headers.get("Referer"))
+        or (user_agent or "").startswith("Mozilla/"),
+    )
+
+
+def _events(body: dict, size: int, route: str, site: SiteRules) -> tuple[list, list]:
+    """The events to queue, and (for a batch) the messages refused, by index."""
     facts = _facts()
     small = size <= MESSAGE_LIMIT  # then no message in it can be over the limit
-    checked = [(validate(m, path, route, small), m) for path, m in messages_of(body, route)]
-    events = [prepare(m, kind, site, facts) for kind, m in checked]
-    limit = site.rate_limit or current_app.config["XTAG_SITE_RATE_LIMIT"]
-    try:
-        entry_id = inbox.accept(events, f"site:{site.id}", limit)
-    except inbox.OverLimit as exc:
-        message = f"this site sends more than {limit} events per second; retry later"
-        return _retry_later(message, 429, exc.retry_after)
-    except (redis.RedisError, OSError) as exc:
-        log.warning(
-            "collector could not queue %d events for site %s: %s", len(events), site.id, exc
-        )
-        return _retry_later(
-            "cannot queue the event right now; retry later", 503, RETRY_AFTER_SECONDS
-        )
-    counters.EVENTS_RECEIVED.labels(site.id).inc(len(events))
-    log.debug("queued %d events for site %s as %s", len(events), site.id, entry_id)
-    response = Response(SUCCESS, mimetype="application/json")
+    events, refused = [], []
+    for index, (path, message) in enumerate(messages_of(body, route)):
+        try:
+            kind = validate(message, path, route, small)
+        except Rejected as exc:
+            if route != "batch":
+                raise
+            refused.append({"index": index, "error": str(exc), "code": exc.code})
+            continue
+        events.append(prepare(message, kind, site, facts))
+    if not events:  # nothing in the batch can be used: the request as a whole is bad
+        raise Rejected(refused[0]["error"])
+    return events, refused
+
+
+def _accepted(events: list[dict], refused: list[dict]) -> Response:
+    if not refused:
+        response = Response(SUCCESS, mimetype="application/json")
+    else:
+        counters.COLLECTOR_REFUSED.labels(400).inc(len(refused))
+        body = {
+            "success": True,
+            "refused": [{k: r[k] for k in ("index", "error")} for r in refused],
+        }
+        response = Response(fastjson.dumps(body) + "\n", mimetype="application/json")
     twclid = next(
         (e["identifiers"]["twclid"] for e in events if "twclid" in e["identifiers"]), None
     )
-    if twclid and twclid != clean_twclid(facts.cookie_twclid):
+    if twclid and twclid != clean_twclid(request.cookies.get(TWCLID_COOKIE)):
         response.set_cookie(
             TWCLID_COOKIE,
             twclid,
@@ -152,12 +184,36 @@ def _collect(route: str):
     return response
 
 
+def _collect(route: str):
+    body, size = decode_body(_read_body(), request.headers.get("Content-Encoding"))
+    site = site_for(_write_key(body))
+    _check_origin(site)
+    events, refused = _events(body, size, route, site)
+    limit = site.rate_limit or current_app.config["XTAG_SITE_RATE_LIMIT"]
+    try:
+        entry_id = inbox.accept(events, f"site:{site.id}", limit)
+    except inbox.OverLimit as exc:
+        message = f"this site sends more than {limit} events per second; retry later"
+        return refusal(message, "rate_limited", exc.retry_after)
+    except (redis.RedisError, OSError) as exc:
+        log.warning(
+            "collector could not queue %d events for site %s: %s", len(events), site.id, exc
+        )
+        message = "cannot queue the event right now; retry later"
+        return refusal(message, "unavailable", RETRY_AFTER_SECONDS)
+    counters.EVENTS_RECEIVED.labels(site.id).inc(len(events))
+    log.debug("queued %d events for site %s as %s", len(events), site.id, entry_id)
+    if refused:
+        log.info("refused %d of the batch's messages for site %s", len(refused), site.id)
+    return _accepted(events, refused)
+
+
 def _endpoint(route: str):
     def view():
         try:
             return _collect(route)
         except Rejected as exc:
-            return _error(str(exc), STATUS.get(type(exc), 400))
+            return refusal(str(exc), exc.code)
 
     view.__name__ = route
     return view
@@ -171,26 +227,52 @@ for _path, _route in ROUTES.items():
         methods=["POST"],
         provide_automatic_options=False,
     )
+# RudderStack's beacon transport (navigator.sendBeacon, write key in the query)
+bp.add_url_rule(
+    "/beacon/v1/batch",
+    endpoint="beacon_batch",
+    view_func=_endpoint("batch"),
+    methods=["POST"],
+    provide_automatic_options=False,
+)
 
 
 @bp.route(f"/v1/<any({', '.join(ROUTES)}):route>", methods=["OPTIONS"])
-def preflight(route: str):
+@bp.route("/beacon/v1/batch", methods=["OPTIONS"])
+@bp.route("/v1/projects/<write_key>/settings", methods=["OPTIONS"])
+@bp.route("/sourceConfig/", methods=["OPTIONS"])
+@bp.route("/sourceConfig", methods=["OPTIONS"])
+def preflight(**_):
     """CORS preflight: any origin may ask; the site's allow-list is applied on
     the real request, once the write key says which site it is."""
     return "", 204
 
 
+def _allowed_headers() -> str:
+    """The headers the browser asks to send (SDKs add their own: AnonymousId,
+    SentAt, X-Retry-Count, ...), when they are well-formed header names."""
+    asked = [
+        h.strip() for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
+    ]
+    asked = [h for h in asked if h]
+    if asked and all(HEADER_NAME.match(h) for h in asked):
+        return ", ".join(asked)
+    return DEFAULT_HEADERS
+
+
 @bp.after_request
 def cors(response):
     origin = request.headers.get("Origin")
-    if origin and response.status_code != 403:
-        response.headers["Access-Control-Allow-Origin"] = origin
+    if not origin or response.status_code == 403:
+        return response
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Vary"] = "Origin"
+    response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = _allowed_headers()
         response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers["Vary"] = "Origin"
-        if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = (
-                "Authorization, Content-Type, Content-Encoding"
-            )
-            response.headers["Access-Control-Max-Age"] = "86400"
+        response.headers["Access-Control-Max-Age"] = "86400"
+    elif g.get("origin_allowed"):
+        response.headers["Access-Control-Allow-Credentials"] = "true"
     return response

@@ -7,8 +7,9 @@ here and only SHA-256 hex digests leave, so nothing downstream can leak them.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import phonenumbers
 
@@ -44,9 +45,12 @@ def hash_email(raw: object) -> str | None:
 
 
 def normalise_phone(raw: object, region: str | None = None) -> str | None:
-    """E.164 with the leading '+', or None when the number is not valid.
+    """E.164 with the leading '+', or None when it cannot be a phone number.
 
     Local formats such as '(415) 555-2671' need the site's default region.
+    A *possible* number (right length for its region) is enough: numbers in
+    ranges newer than phonenumbers' metadata, and X's own documented example
+    (123) 456-7890, are real to X.
     """
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = str(raw)
@@ -59,7 +63,7 @@ def normalise_phone(raw: object, region: str | None = None) -> str | None:
         number = phonenumbers.parse(text, None if text.startswith("+") else (region or None))
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(number):
+    if not phonenumbers.is_possible_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -90,6 +94,21 @@ def twclid_from_url(url: object) -> str | None:
     except ValueError:
         return None
     return clean_twclid(values[0]) if values else None
+
+
+def twclid_from_cookie(value: object) -> str | None:
+    """The click id in a first-party cookie: bare (xtag's `_xtag_twclid`), or
+    X's own `_twclid`, which may hold URL-encoded JSON with a `twclid` field."""
+    if not isinstance(value, str):
+        return None
+    text = unquote(value.strip())
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        return clean_twclid(data.get("twclid")) if isinstance(data, dict) else None
+    return clean_twclid(text)
 
 
 def clean_twclid(value: object) -> str | None:

@@ -199,8 +199,8 @@ def outcome(
 ) -> tuple[str, str | None, Result | None]:
     """What becomes of a recorded event: (outcome, reason, conversions if any)."""
     message = event["message"]
-    if event.get("drop") == "consent":
-        return "dropped", "consent", None
+    if event.get("drop"):  # decided by the collector: consent, integrations
+        return "dropped", event["drop"], None
     if duplicate:
         return "dropped", "duplicate", None
     if message["type"] == "identify":

@@ -23,21 +23,46 @@ BATCH_MAX_MESSAGES = 2500
 TYPES = ("track", "page", "identify", "screen", "group", "alias")
 NAME_MAX = 200
 ID_MAX = 200
+# Names a site may give xtag in a message's `integrations` (case-insensitive)
+INTEGRATION_NAMES = ("x", "twitter ads", "x ads", "xtag")
+# Device ids a mobile SDK sends in context.device: kept only hashed
+DEVICE_IDS = ("advertisingId", "id", "token")
+# context.library.name of SDKs that run on the visitor's device, and on servers
+DEVICE_LIBRARIES = (
+    "analytics.js", "analytics-next", "analytics-ios", "analytics-android",
+    "analytics-react-native", "analytics-flutter", "analytics-kotlin", "analytics-swift",
+    "rudderstack-js", "rudder-sdk-js", "rudder-ios-library", "rudder-android-library",
+    "rudder-sdk-ios", "rudder-sdk-android", "rudder-sdk-react-native", "rudder-sdk-flutter",
+    "xtag.js",
+)  # fmt: skip
+SERVER_LIBRARIES = (
+    "analytics-python", "analytics-node", "analytics-ruby", "analytics-go", "analytics-java",
+    "analytics-php", "analytics-dotnet", "analytics.net", "@segment/analytics-node",
+    "rudder-sdk-python", "rudder-sdk-node", "rudder-sdk-go", "rudder-sdk-java",
+    "rudder-sdk-ruby", "rudder-sdk-php", "rudder-sdk-dotnet", "@rudderstack/rudder-sdk-node",
+)  # fmt: skip
 ADVERTISING = {"advertising", "ads", "marketing", "targeting", "ad_storage", "ad_user_data"}
 DENIED = {"denied", "deny", "false", "no", "0", "off", "rejected"}
 GRANTED = {"granted", "grant", "true", "yes", "1", "on", "accepted"}
 
 
 class Rejected(ValueError):
-    """A request the collector refuses, and why."""
+    """A request (or one message of a batch) the collector refuses, and why;
+    `code` is the machine-readable reason SDKs read."""
+
+    code = "invalid"
 
 
 class TooLarge(Rejected):
     """Over MESSAGE_LIMIT per message or BATCH_LIMIT per request."""
 
+    code = "too_large"
+
 
 class UnsupportedEncoding(Rejected):
     """A Content-Encoding other than gzip."""
+
+    code = "unsupported_encoding"
 
 
 @dataclass(frozen=True)
@@ -51,13 +76,16 @@ class SiteRules:
 
 @dataclass(frozen=True)
 class RequestFacts:
-    """What the HTTP request itself tells about the sender."""
+    """What the HTTP request itself tells about the sender. `browser`: it came
+    from a web page (an Origin or Referer, or a browser's user agent), so its
+    address and user agent are the visitor's."""
 
     ip: str | None
     user_agent: str | None
     cookie_twclid: str | None
     gpc: bool
     received_at: datetime
+    browser: bool = True
 
 
 def _not_json(constant: str):
@@ -89,8 +117,9 @@ def decode_body(raw: bytes, content_encoding: str | None) -> tuple[dict, int]:
     return body, len(raw)
 
 
-def messages_of(body: dict, route: str) -> list[tuple[str, dict]]:
-    """(path, message) pairs: one for a single-message route, many for /v1/batch."""
+def messages_of(body: dict, route: str) -> list[tuple[str, object]]:
+    """(path, message) pairs: one for a single-message route, many for
+    /v1/batch, where a batch-level `sentAt` stands for messages without one."""
     if route != "batch":
         return [("", body)]
     batch = body.get("batch")
@@ -100,7 +129,15 @@ def messages_of(body: dict, route: str) -> list[tuple[str, dict]]:
         raise Rejected("batch is empty")
     if len(batch) > BATCH_MAX_MESSAGES:
         raise TooLarge(f"batch has {len(batch)} messages; at most {BATCH_MAX_MESSAGES} are allowed")
-    return [(f"batch[{i}].", m) for i, m in enumerate(batch)]
+    sent = body.get("sentAt") if parse(body.get("sentAt")) else None
+    return [
+        (f"batch[{i}].", {**m, "sentAt": sent} if sent and _lacks_sent_at(m) else m)
+        for i, m in enumerate(batch)
+    ]
+
+
+def _lacks_sent_at(message: object) -> bool:
+    return isinstance(message, dict) and message.get("sentAt") in (None, "")
 
 
 def validate(message: object, path: str, route: str, small: bool = False) -> str:
@@ -137,7 +174,12 @@ def _check_kind(message: dict, path: str, route: str) -> str:
 
 
 def _check_ids(message: dict, path: str) -> None:
-    for name, limit in (("messageId", 100), ("userId", ID_MAX), ("anonymousId", ID_MAX)):
+    for name, limit in (
+        ("messageId", 100),
+        ("userId", ID_MAX),
+        ("anonymousId", ID_MAX),
+        ("previousId", ID_MAX),
+    ):
         value = message.get(name)
         if value is None:
             continue
@@ -227,6 +269,32 @@ def consent(context: dict, gpc: bool) -> str | None:
     return None
 
 
+def forwarded_to_x(message: dict) -> bool:
+    """Segment's `integrations`: False for xtag by any of its names, or
+    `All: false` without one of them switched on, keeps the event from X."""
+    chosen = message.get("integrations")
+    if not isinstance(chosen, dict):
+        return True
+    lowered = {str(k).strip().lower(): v for k, v in chosen.items()}
+    ours = [lowered[name] for name in INTEGRATION_NAMES if name in lowered]
+    if any(value is False for value in ours):
+        return False
+    if lowered.get("all") is False:
+        return any(value is True or isinstance(value, dict) for value in ours)
+    return True
+
+
+def from_device(message: dict, facts: RequestFacts) -> bool:
+    """Whether the request's own address and user agent are the visitor's:
+    sent by a browser or a mobile SDK, not by a server library."""
+    library = (message.get("context") or {}).get("library")
+    name = library.get("name") if isinstance(library, dict) else None
+    name = name.strip().lower() if isinstance(name, str) else ""
+    if name in SERVER_LIBRARIES:
+        return False
+    return name in DEVICE_LIBRARIES or facts.browser
+
+
 def twclid_of(message: dict, facts: RequestFacts) -> str | None:
     context = message.get("context") or {}
     properties = message.get("properties") or {}
@@ -244,20 +312,21 @@ def identifiers_of(message: dict, site: SiteRules, facts: RequestFacts) -> dict[
     """X's identifiers for this message, hashed; IP and user agent included
     here and kept or dropped by the mapping (they only count alongside others)."""
     context = message.get("context") or {}
+    own = message.get("traits") if message.get("type") != "group" else None  # a group's traits
     sources = [
-        s
-        for s in (message.get("traits"), context.get("traits"), message.get("properties"))
-        if isinstance(s, dict)
+        s for s in (own, context.get("traits"), message.get("properties")) if isinstance(s, dict)
     ]
     region = site.default_phone_region
+    device = from_device(message, facts)
     found = {
         "twclid": twclid_of(message, facts),
         "hashed_email": identity.first_hashed(sources, identity.EMAIL_KEYS, identity.hash_email),
         "hashed_phone_number": identity.first_hashed(
             sources, identity.PHONE_KEYS, lambda v: identity.hash_phone(v, region)
         ),
-        "ip_address": (context.get("ip") or "").strip() or facts.ip,
-        "user_agent": (context.get("userAgent") or "").strip()[:512] or facts.user_agent,
+        "ip_address": (context.get("ip") or "").strip() or (facts.ip if device else None),
+        "user_agent": (context.get("userAgent") or "").strip()[:512]
+        or (facts.user_agent if device else None),
     }
     return {k: v for k, v in found.items() if v}
 
@@ -268,6 +337,17 @@ def _scrub_id(value: object) -> str | None:
     return identity.scrub(str(value))
 
 
+def _device(context: dict) -> dict | None:
+    """context.device with its ids hashed: a device id is as personal as an email."""
+    device = context.get("device")
+    if not isinstance(device, dict):
+        return None
+    return {
+        k: identity.sha256_hex(str(v)) if k in DEVICE_IDS and v not in (None, "") else v
+        for k, v in device.items()
+    }
+
+
 def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> dict:
     """The event as it is queued: the message without traits or raw PII, plus
     what xtag derived from it. Nothing in it needs hashing any more."""
@@ -275,8 +355,11 @@ def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> d
     kept_context = {
         k: v for k, v in context.items() if k not in ("traits", "ip", "userAgent", "twclid")
     }
+    if "device" in kept_context:
+        kept_context["device"] = _device(context)
     state = consent(context, facts.gpc)
     denied = state == "denied" or (site.require_consent and state != "granted")
+    drop = "consent" if denied else None if forwarded_to_x(message) else "integrations"
     name = message.get("event") if kind == "track" else kind
     if kind in ("identify", "group", "alias"):
         name = None
@@ -290,13 +373,15 @@ def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> d
         "properties": identity.scrub(message.get("properties") or {}),
         "context": identity.scrub(kept_context),
     }
-    if kind == "page" and isinstance(message.get("name"), str):
+    if kind in ("page", "screen") and isinstance(message.get("name"), str):
         clean["name"] = identity.scrub(message["name"])
+    if kind == "alias" and message.get("previousId") not in (None, ""):
+        clean["previousId"] = _scrub_id(message["previousId"])
     return {
         "site_id": site.id,
         "received_at": iso_ms(facts.received_at),
         "message": clean,
         "identifiers": identifiers_of(message, site, facts),
         "consent": state,
-        "drop": "consent" if denied else None,
+        "drop": drop,
     }
