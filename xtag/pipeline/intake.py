@@ -44,8 +44,7 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
     client = queues.redis_client()
     verdicts = visitors.duplicates(client, pairs)
     events = [event for _, event in pairs]
-    visitors.remember_traits(client, events)
-    visitors.with_traits(client, events)
+    visitors.recall(client, events)
     rules = rules_for({e["site_id"] for e in events})
     rows, results = [], []
     last_seen: dict[int, datetime] = {}

@@ -1,6 +1,10 @@
 """What xtag remembers across requests, in Redis: the messageIds it has seen
-(48 hours, per site) and the hashed traits of identify calls (30 days, per
-site and anonymousId/userId). Used by the worker as it reads the inbox."""
+(48 hours, per site), and per site and visitor (anonymousId, userId) the
+latest click id and the hashed traits of identify calls (30 days), so that
+later events of the visitor carry them whatever client sent them. Ids that
+one event carries together (an identify or any event with both, an alias's
+previousId and userId) are linked: each then reads what the other knows.
+Used by the worker as it reads the inbox."""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import hashlib
 import redis
 
 DEDUP_SECONDS = 48 * 3600
-TRAITS_SECONDS = 30 * 24 * 3600
-TRAIT_FIELDS = ("hashed_email", "hashed_phone_number")
+MEMORY_SECONDS = 30 * 24 * 3600
+TRAIT_FIELDS = ("hashed_email", "hashed_phone_number")  # from identify calls only
+REMEMBERED = ("twclid", *TRAIT_FIELDS)
 
 
 def _digest(value: str) -> str:
@@ -21,17 +26,83 @@ def dedup_key(site_id: int, message_id: str) -> str:
     return f"xtag:dedup:{site_id}:{_digest(message_id)}"
 
 
-def traits_key(site_id: int, kind: str, value: str) -> str:
+def visitor_key(site_id: int, kind: str, value: str) -> str:
     return f"xtag:traits:{site_id}:{_digest(f'{kind}:{value}')}"
 
 
-def traits_keys(event: dict) -> list[str]:
-    message = event["message"]
-    return [
-        traits_key(event["site_id"], kind, message[field])
+def _links_key(key: str) -> str:
+    return "xtag:links:" + key.split(":", 2)[2]
+
+
+def visitor_keys(event: dict) -> list[str]:
+    """The event's own visitor keys: its userId's and anonymousId's, and for
+    an alias its previousId's (which may have been either)."""
+    message, site = event["message"], event["site_id"]
+    keys = [
+        visitor_key(site, kind, message[field])
         for kind, field in (("user", "userId"), ("anon", "anonymousId"))
         if message.get(field)
     ]
+    if message["type"] == "alias" and message.get("previousId"):
+        keys += [visitor_key(site, kind, message["previousId"]) for kind in ("user", "anon")]
+    return keys
+
+
+def _remembered(event: dict) -> dict[str, str]:
+    found = event["identifiers"]
+    kept = {"twclid": found["twclid"]} if found.get("twclid") else {}
+    if event["message"]["type"] == "identify":
+        kept |= {k: v for k, v in found.items() if k in TRAIT_FIELDS}
+    return kept
+
+
+def _links(client: redis.Redis, own: list[list[str]]) -> dict[str, set[str]]:
+    """Each visitor key involved -> the keys linked to it: those stored, and
+    those this read carries together with it."""
+    involved = sorted({key for keys in own for key in keys})
+    with client.pipeline(transaction=False) as pipe:
+        for key in involved:
+            pipe.smembers(_links_key(key))
+        found = pipe.execute()
+    linked = {key: {m.decode() for m in ms} for key, ms in zip(involved, found, strict=True)}
+    for keys in own:
+        for key in keys:
+            linked[key] |= set(keys) - {key}
+    return linked
+
+
+def _wants(event: dict) -> bool:
+    found = event["identifiers"]
+    return event["message"]["type"] != "identify" and not all(k in found for k in REMEMBERED)
+
+
+def recall(client: redis.Redis, events: list[dict]) -> None:
+    """Remember what each event tells of its visitor, link the ids it carries
+    together, then complete every event's missing identifiers from what is
+    known of its visitor (this read's events included, whatever their order)."""
+    own = [visitor_keys(e) for e in events]
+    linked = _links(client, own)
+    visitors = [sorted({*keys, *(k for key in keys for k in linked[key])}) for keys in own]
+    wanting = [(e, keys) for e, keys in zip(events, visitors, strict=True) if keys and _wants(e)]
+    with client.pipeline(transaction=False) as pipe:
+        for key, others in linked.items():
+            if others:
+                pipe.sadd(_links_key(key), *others)
+                pipe.expire(_links_key(key), MEMORY_SECONDS)
+        for event, keys in zip(events, visitors, strict=True):
+            if kept := _remembered(event):
+                for key in keys:
+                    pipe.hset(key, mapping=kept)
+                    pipe.expire(key, MEMORY_SECONDS)
+        writes = len(pipe)
+        for _, keys in wanting:
+            for key in keys:
+                pipe.hgetall(key)
+        answers = iter(pipe.execute()[writes:])
+    for event, keys in wanting:
+        for _ in keys:
+            for name, value in next(answers).items():
+                event["identifiers"].setdefault(name.decode(), value.decode())
 
 
 def duplicates(client: redis.Redis, pairs: list[tuple[str, dict]]) -> list[bool]:
@@ -55,37 +126,3 @@ def duplicates(client: redis.Redis, pairs: list[tuple[str, dict]]) -> list[bool]
         verdicts.append(not mine or key in seen)
         seen.add(key)
     return verdicts
-
-
-def remember_traits(client: redis.Redis, events: list[dict]) -> None:
-    """Keep the hashed email/phone of identify calls for later events."""
-    with client.pipeline(transaction=False) as pipe:
-        for event in events:
-            hashed = {k: v for k, v in event["identifiers"].items() if k in TRAIT_FIELDS}
-            if event["message"]["type"] == "identify" and hashed:
-                for key in traits_keys(event):
-                    pipe.hset(key, mapping=hashed)
-                    pipe.expire(key, TRAITS_SECONDS)
-        pipe.execute()
-
-
-def with_traits(client: redis.Redis, events: list[dict]) -> None:
-    """Complete identifiers from earlier identify calls of the same visitor."""
-    wanting = [
-        e
-        for e in events
-        if e["message"]["type"] != "identify"
-        and not all(k in e["identifiers"] for k in TRAIT_FIELDS)
-        and traits_keys(e)
-    ]
-    if not wanting:
-        return
-    with client.pipeline(transaction=False) as pipe:
-        for event in wanting:
-            for key in traits_keys(event):
-                pipe.hgetall(key)
-        answers = iter(pipe.execute())
-    for event in wanting:
-        for _ in traits_keys(event):
-            for name, value in next(answers).items():
-                event["identifiers"].setdefault(name.decode(), value.decode())

@@ -1,0 +1,76 @@
+"""Visitor memory: what xtag learned of a visitor (click id, identify traits)
+fills in their later events, whichever client sends them and however the
+worker's reads split; alias and an identify with both ids link two ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import factories
+from tests.support.sending import basic
+from tests.support.shop import events
+from xtag.core.identity import hash_email
+
+EMAIL = "visitor@example.com"
+
+
+@pytest.fixture
+def site(ctx):
+    return factories.site()
+
+
+def post(app, site, route: str, message: dict) -> None:
+    """Each call from a fresh client: no cookie carries the click id over."""
+    r = app.test_client().post(f"/v1/{route}", json=message, headers=basic(site.write_key))
+    assert r.status_code == 200, r.json
+
+
+def landing(anon: str) -> dict:
+    return {"anonymousId": anon, "context": {"page": {"url": "https://shop.example/?twclid=tw-9"}}}
+
+
+def order(**ids) -> dict:
+    return {"event": "Order Completed", "properties": {"order_id": "A-1"}, **ids}
+
+
+@pytest.mark.parametrize("separate_reads", [True, False])
+def test_the_click_id_of_the_landing_page_reaches_the_order(app, site, work, separate_reads):
+    post(app, site, "page", landing("a-1"))
+    if separate_reads:
+        work()
+    post(app, site, "track", order(anonymousId="a-1"))
+    work()
+    page, bought = events()
+    assert page.identifiers["twclid"] == bought.identifiers["twclid"] == "tw-9"
+
+
+def test_identify_with_both_ids_links_them_for_a_server_sdk(app, site, work):
+    post(app, site, "page", landing("a-1"))
+    identify = {"anonymousId": "a-1", "userId": "u-1", "traits": {"email": EMAIL}}
+    post(app, site, "identify", identify)
+    work()
+    server = {"library": {"name": "analytics-python", "version": "2.4.0"}}
+    post(app, site, "track", order(userId="u-1", context=server))
+    work()
+    bought = events()[-1]
+    assert bought.identifiers["twclid"] == "tw-9"
+    assert bought.identifiers["hashed_email"] == hash_email(EMAIL)
+
+
+def test_alias_links_the_previous_id_to_the_user(app, site, work):
+    post(app, site, "page", landing("a-2"))
+    post(app, site, "alias", {"previousId": "a-2", "userId": "u-2"})
+    work()
+    post(app, site, "track", order(userId="u-2"))
+    work()
+    assert events()[-1].identifiers["twclid"] == "tw-9"
+
+
+def test_memory_is_per_site_and_per_visitor(app, site, work):
+    other_site = factories.site(name="Other")
+    post(app, site, "page", landing("a-3"))
+    work()
+    post(app, other_site, "track", order(anonymousId="a-3"))
+    post(app, site, "track", order(anonymousId="someone-else"))
+    work()
+    assert [e.identifiers.get("twclid") for e in events()] == ["tw-9", None, None]
