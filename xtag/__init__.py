@@ -101,7 +101,7 @@ class ByPath:
 def create_collector_app(app: Flask) -> Flask:
     """The collector as its own lean Flask app, sharing the main app's config
     and database engine: no session, login or CSRF work on the hot path."""
-    from xtag.collector import bp
+    from xtag.collector import bp, views
 
     lean = Flask("xtag.collector", instance_path=app.instance_path)
     lean.config = app.config
@@ -109,7 +109,8 @@ def create_collector_app(app: Flask) -> Flask:
     with app.app_context():
         lean.extensions["xtag_engine"] = db.engine
     lean.register_blueprint(bp)
-    register_errorhandlers(lean)
+    for code in (400, 404, 405, 413, 415, 429, 500):
+        lean.register_error_handler(code, views.http_error)
     return lean
 
 

@@ -14,11 +14,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
 
 from tests.support import factories
-from tests.support.browser import BEACON, CHROMIUM, CHROMIUM_ARGS, Shop, needs_chromium
-from xtag.extensions import db
+from tests.support.browser import BEACON, Shop, needs_chromium, received
 from xtag.models import ReceivedEvent
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -35,75 +33,6 @@ def shop(live_server, ctx):
     site.write_key = factories.site(allowed_origins=[site.origin]).write_key
     yield site
     site.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-class Tab:
-    """A fresh browser profile with one page, noting console errors and collector calls."""
-
-    def __init__(self, browser, collector: str, init_script: str | None = None):
-        self.context = browser.new_context()
-        if init_script:
-            self.context.add_init_script(init_script)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.requests: list[tuple[str, str]] = []
-        self.collector = collector
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.on("request", self._request)
-
-    def _console(self, message) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
-
-    def _request(self, request) -> None:
-        if request.url.startswith(self.collector + "/v1/"):
-            self.requests.append((request.resource_type, request.url[len(self.collector) :]))
-
-    def collector_calls(self) -> list[tuple[str, str]]:
-        """(resource type, path) of each call to the collector so far."""
-        self.page.evaluate("0")  # a round trip, so pending request events are in
-        return self.requests
-
-    def cookies(self) -> dict[tuple[str, str], dict]:
-        return {(c["domain"], c["name"]): c for c in self.context.cookies()}
-
-
-@pytest.fixture
-def tab(browser, live_server):
-    opened: list[Tab] = []
-
-    def open_tab(init_script: str | None = None) -> Tab:
-        opened.append(Tab(browser, live_server, init_script))
-        return opened[-1]
-
-    yield open_tab
-    for t in opened:
-        t.context.close()
-
-
-def received(work, done, timeout: float = 20) -> list[ReceivedEvent]:
-    """Run the worker until `done(rows)` holds for the recorded events."""
-    deadline = time.monotonic() + timeout
-    while True:
-        work()
-        db.session.remove()
-        rows = list(db.session.scalars(select(ReceivedEvent).order_by(ReceivedEvent.id)))
-        if done(rows):
-            return rows
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out; received {[(r.type, r.event_name) for r in rows]}")
-        time.sleep(0.1)
 
 
 def named(rows: list[ReceivedEvent], event_name: str) -> list[ReceivedEvent]:

@@ -14,6 +14,7 @@ import pytest
 from tests.support import factories
 from tests.support.sending import basic, queued, track
 from tests.support.shop import events
+from xtag.collector.sdks import VENDORED
 from xtag.core.identity import hash_email, sha256_hex
 from xtag.core.times import parse
 
@@ -55,6 +56,27 @@ def test_rudderstack_source_config_has_no_device_mode_destinations(client, site)
     r = client.get("/sourceConfig/", headers=basic(site.write_key))
     assert r.status_code == 200
     assert client.get("/sourceConfig/?writeKey=nope").status_code == 401
+
+
+def test_analytics_next_standalone_and_its_chunks_are_served(client, site):
+    with client.get(f"/analytics.js/v1/{site.write_key}/analytics.min.js") as r:
+        assert r.status_code == 200 and r.content_type.startswith("text/javascript")
+        assert b"analytics" in r.data and len(r.data) > 50_000
+    chunks = sorted(p.name for p in VENDORED.glob("*.bundle.*.js"))
+    assert chunks
+    with client.get(f"/analytics-next/bundles/{chunks[0]}") as r:
+        assert r.status_code == 200
+    assert client.get("/analytics.js/v1/no-such-key/analytics.min.js").status_code == 401
+    for path in ("/analytics-next/bundles/standalone.js", "/analytics-next/bundles/..%2fx.js"):
+        r = client.get(path)
+        assert (r.status_code, r.json["code"]) == (404, "not_found")
+
+
+def test_unknown_routes_and_methods_answer_like_every_refusal(client):
+    r = client.get("/v1/nope")
+    assert (r.status_code, r.json["code"]) == (404, "not_found") and r.json["message"]
+    r = client.get("/v1/track")
+    assert (r.status_code, r.json["code"]) == (405, "invalid") and r.json["message"]
 
 
 # --- CORS as browser SDKs need it ---------------------------------------------------

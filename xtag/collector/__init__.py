@@ -6,6 +6,6 @@ from xtag.collector import sdks  # noqa: F401  (adds the SDK settings routes to 
 from xtag.collector.views import bp
 
 # Every path the collector app serves (xtag/__init__.py hands them to it)
-PREFIXES = ("/v1/", "/beacon/", "/sourceConfig")
+PREFIXES = ("/v1/", "/beacon/", "/sourceConfig", "/analytics.js/", "/analytics-next/")
 
 __all__ = ["PREFIXES", "bp"]

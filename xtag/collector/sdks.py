@@ -4,7 +4,10 @@ switching off everything that would call the vendor's own hosts."""
 
 from __future__ import annotations
 
-from flask import jsonify, request
+import re
+from pathlib import Path
+
+from flask import jsonify, request, send_from_directory
 
 from xtag.collector.views import bp, refusal, site_for
 from xtag.core.messages import Rejected
@@ -77,3 +80,33 @@ def rudderstack_source_config():
     except Rejected as exc:
         return refusal(str(exc), exc.code)
     return jsonify(_rudderstack_config(write_key, site.id))
+
+
+# analytics-next's standalone build (static/vendor/analytics-next, from npm):
+# Segment's standard snippet with analytics._cdn = this collector loads it,
+# then its chunks, from here instead of Segment's CDN.
+VENDORED = Path(__file__).resolve().parents[2] / "static" / "vendor" / "analytics-next"
+STANDALONE = "standalone.js"
+CHUNK = re.compile(r"^[\w-]+\.bundle\.[0-9a-f]+\.js$")
+
+
+def _vendored(filename: str):
+    response = send_from_directory(VENDORED, filename, max_age=3600)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@bp.route("/analytics.js/v1/<write_key>/analytics.min.js", methods=["GET"])
+def analytics_js(write_key: str):
+    try:
+        site_for(write_key)
+    except Rejected as exc:
+        return refusal(str(exc), exc.code)
+    return _vendored(STANDALONE)
+
+
+@bp.route("/analytics-next/bundles/<filename>", methods=["GET"])
+def analytics_next_chunk(filename: str):
+    if not CHUNK.match(filename):
+        return refusal(f"no analytics-next chunk {filename}", "not_found")
+    return _vendored(filename)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from xtag import logs
 from xtag.core import fastjson
@@ -50,7 +50,7 @@ class ForbiddenOrigin(Rejected):
 
 # a refusal's code -> its HTTP status (every other code is a 400)
 STATUS = {"too_large": 413, "unsupported_encoding": 415, "unauthorized": 401}
-STATUS |= {"forbidden_origin": 403, "rate_limited": 429, "unavailable": 503}
+STATUS |= {"forbidden_origin": 403, "rate_limited": 429, "unavailable": 503, "not_found": 404}
 
 TWCLID_COOKIE = "_xtag_twclid"
 X_TWCLID_COOKIE = "_twclid"  # set by X's own pixel and server-side tag
@@ -71,16 +71,26 @@ DEFAULT_HEADERS = (
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 
 
-def refusal(message: str, code: str, retry_after: int | None = None):
+def refusal(message: str, code: str, retry_after: int | None = None, status: int | None = None):
     """Every non-2xx answer: `error` for Segment's SDKs, `code` and `message`
     for those (RudderStack's, analytics-python) that read them."""
-    status = STATUS.get(code, 400)
+    status = status or STATUS.get(code, 400)
     counters.COLLECTOR_REFUSED.labels(status).inc()
     response = jsonify(error=message, code=code, message=message)
     response.status_code = status
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+HTTP_CODES = {404: "not_found", 413: "too_large", 415: "unsupported_encoding"}
+
+
+def http_error(error: HTTPException):
+    """Routing and protocol errors (an unknown path, a wrong method) answer
+    like every other refusal of the collector."""
+    code = HTTP_CODES.get(error.code, "invalid")
+    return refusal(error.description or error.name, code, status=error.code)
 
 
 def _read_body() -> bytes:
