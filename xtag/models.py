@@ -307,6 +307,9 @@ class DeliveryItem(db.Model):
     )
     conversion_id: Mapped[str | None] = mapped_column(String(200))
     conversion: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # while waiting: what completes its identifiers at claim time (the event's
+    # hashed identifiers, its visitor's memory keys); null when nothing can
+    visitor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="waiting")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -208,9 +208,15 @@ def test_identifiers_each_their_own_object_with_ip_and_agent_together():
 @pytest.mark.parametrize(
     "ids", [{}, {"ip_address": "203.0.113.9"}, {"ip_address": "203.0.113.9", "user_agent": "UA"}]
 )
-def test_no_usable_identifier_gives_no_conversion_and_says_so(ids):
+def test_without_a_usable_identifier_the_conversion_waits_for_one(ids):
     result = mapping.conversions_for(event(identifiers=ids), [RULE])
-    assert result.conversions == [] and result.reason == "no_identifier"
+    assert result.reason == "no_identifier"
+    [(rule, conversion)] = result.conversions
+    assert rule == RULE and conversion["identifiers"] == []  # device ids alone never count
+    assert mapping.outcome(event(identifiers=ids), False, [RULE])[:2] == (
+        "waiting",
+        "no_identifier",
+    )
 
 
 def test_one_conversion_per_mapping_each_tagged_with_its_pixel():

@@ -5,11 +5,15 @@ worker's reads split; alias and an identify with both ids link two ids."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import func, select
 
 from tests.support import factories
 from tests.support.sending import basic
-from tests.support.shop import events
+from tests.support.shop import events, setup_shop
 from xtag.core.identity import hash_email
+from xtag.extensions import db
+from xtag.models import DeliveryItem
+from xtag.pipeline import worker
 
 EMAIL = "visitor@example.com"
 
@@ -74,3 +78,45 @@ def test_memory_is_per_site_and_per_visitor(app, site, work):
     post(app, site, "track", order(anonymousId="someone-else"))
     work()
     assert [e.identifiers.get("twclid") for e in events()] == ["tw-9", None, None]
+
+
+# --- late binding: a track just before an identify, in separate reads ---------------------
+
+
+@pytest.fixture
+def shop_x(x_app, fake_x, ctx):
+    x_app.config["XTAG_BATCH_WINDOW_MS"] = 1500  # time for the identify to follow
+    return setup_shop(fake_x)
+
+
+def record(app) -> None:
+    """One read of the inbox by a worker, as a separate read from the next."""
+    worker.Consumer(app, name="reader").run_once()
+
+
+@pytest.mark.parametrize("identify_first", [False, True])
+def test_the_order_gets_the_email_whichever_comes_first(
+    app, shop_x, deliver, fake_x, identify_first
+):
+    identify = {"anonymousId": "a-9", "traits": {"email": EMAIL}}
+    steps = [("track", order(anonymousId="a-9")), ("identify", identify)]
+    for route, message in reversed(steps) if identify_first else steps:
+        post(app, shop_x, route, message)
+        record(app)
+    deliver()
+    [sent] = fake_x.accepted()
+    assert sent["identifiers"] == [{"hashed_email": hash_email(EMAIL)}]
+    [bought] = [e for e in events() if e.event_name == "Order Completed"]
+    assert (bought.outcome, bought.reason) == ("forwarded", None)
+
+
+def test_an_order_nobody_identifies_in_its_window_is_dropped(app, shop_x, deliver, fake_x):
+    post(app, shop_x, "track", order(anonymousId="a-10"))
+    record(app)
+    [waiting] = events()
+    assert (waiting.outcome, waiting.reason) == ("waiting", "no_identifier")
+    deliver()
+    assert fake_x.accepted() == []
+    [dropped] = events()
+    assert (dropped.outcome, dropped.reason, dropped.pixels) == ("dropped", "no_identifier", [])
+    assert db.session.scalar(select(func.count(DeliveryItem.id))) == 0

@@ -54,4 +54,5 @@ def items() -> list[DeliveryItem]:
 
 
 def events() -> list[ReceivedEvent]:
+    db.session.expire_all()
     return list(db.session.scalars(select(ReceivedEvent).order_by(ReceivedEvent.id)))

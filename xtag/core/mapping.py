@@ -185,13 +185,14 @@ def conversion(event: dict, rule: Rule, ids: list[dict]) -> dict:
 
 
 def conversions_for(event: dict, rules: list[Rule]) -> Result:
-    """0..n conversions for one event: one per enabled mapping of its name."""
+    """0..n conversions for one event: one per enabled mapping of its name.
+    Without an identifier X can match on, the conversions are made without
+    identifiers and the reason says so: they wait for their visitor's."""
     if not rules:
         return Result([], "unmapped")
     ids = identifiers(event.get("identifiers") or {})
-    if ids is None:
-        return Result([], "no_identifier")
-    return Result([(rule, conversion(event, rule, ids)) for rule in rules])
+    made = [(rule, conversion(event, rule, ids or [])) for rule in rules]
+    return Result(made, None if ids else "no_identifier")
 
 
 def outcome(
@@ -210,8 +211,8 @@ def outcome(
     result = conversions_for(event, rules)
     if result.reason == "unmapped":
         return "unmapped", None, None
-    if result.reason:
-        return "dropped", result.reason, None
+    if result.reason == "no_identifier":  # until its batch: the visitor's may arrive
+        return "waiting", "no_identifier", result
     return "forwarded", None, result
 
 

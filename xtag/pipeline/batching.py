@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 
 from xtag.extensions import db
 from xtag.models import Delivery, DeliveryItem, Pixel, utcnow
-from xtag.pipeline import queues
+from xtag.pipeline import binding, queues
 from xtag.pipeline.sending import held_until, retry_later, send
 
 BATCH_MAX = 500
@@ -71,7 +71,7 @@ def claim(pixel_key: int) -> int | None:
     the batch window; otherwise a flush is scheduled for then.
     """
     rows = db.session.execute(
-        select(DeliveryItem.id, DeliveryItem.created_at)
+        select(DeliveryItem.id, DeliveryItem.created_at, DeliveryItem.visitor)
         .where(DeliveryItem.pixel_key == pixel_key, DeliveryItem.delivery_id.is_(None))
         .order_by(DeliveryItem.id)
         .limit(BATCH_MAX)
@@ -83,13 +83,20 @@ def claim(pixel_key: int) -> int | None:
     if len(rows) < BATCH_MAX and rows[0].created_at + _window() > utcnow():
         db.session.rollback()  # the worker that buffered these flushes them when due
         return None
+    claimable = binding.complete(rows, _window())
+    if claimable.wait:  # unidentified and young: settled once they have waited a window
+        oldest = min(r.created_at for r in rows if r.id in set(claimable.wait))
+        flush(pixel_key, at=oldest + _window())
+    if not claimable.take:
+        db.session.commit()  # what was dropped; what waits is flushed when due
+        return None
     pixel = db.session.get(Pixel, pixel_key)
     delivery = Delivery(pixel_key=pixel_key, connection_id=pixel.connection_id, status="pending")
     db.session.add(delivery)
     db.session.flush()
     taken = db.session.execute(
         update(DeliveryItem)
-        .where(DeliveryItem.id.in_([r.id for r in rows]), DeliveryItem.delivery_id.is_(None))
+        .where(DeliveryItem.id.in_(claimable.take), DeliveryItem.delivery_id.is_(None))
         .values(delivery_id=delivery.id, status="sending")
     ).rowcount
     if not taken:

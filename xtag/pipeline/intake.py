@@ -12,7 +12,7 @@ from xtag.core import mapping
 from xtag.core.times import parse
 from xtag.extensions import db
 from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site, utcnow
-from xtag.pipeline import batching, counters, inbox, queues, visitors
+from xtag.pipeline import batching, binding, counters, inbox, queues, visitors
 
 
 def rule(row: Mapping, pixel_id: str) -> mapping.Rule:
@@ -84,10 +84,11 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
             "event_id": event_id,
             "conversion_id": conversion.get("conversion_id"),
             "conversion": conversion,
+            "visitor": binding.pending(event, conversion),
             "status": "waiting",
             "created_at": buffered_at,  # the batch window runs from here
         }
-        for event_id, row, result in zip(ids, rows, results, strict=True)
+        for event_id, event, result in zip(ids, events, results, strict=True)
         if result
         for rule, conversion in result.conversions
     ]
@@ -111,6 +112,8 @@ DROP_REASONS = {"unmapped": "unmapped", "identified": "identify", "ignored": "no
 def _count(rows: list[dict]) -> None:
     outcomes = Counter((row["site_id"], row["outcome"], row["reason"]) for row in rows)
     for (site_id, name, reason), n in outcomes.items():
+        if name == "waiting":
+            continue  # counted when its batch settles it (binding)
         if name == "forwarded":
             counters.EVENTS_FORWARDED.labels(site_id).inc(n)
         else:

@@ -76,13 +76,39 @@ def _wants(event: dict) -> bool:
     return event["message"]["type"] != "identify" and not all(k in found for k in REMEMBERED)
 
 
+def _whole(keys: list[str], linked: dict[str, set[str]]) -> list[str]:
+    """A visitor's keys and the keys linked to them."""
+    return sorted({*keys, *(other for key in keys for other in linked[key])})
+
+
+def _merged(answers, count: int) -> dict[str, str]:
+    """One visitor's memory from `count` HGETALL answers (the first value wins)."""
+    merged: dict[str, str] = {}
+    for _ in range(count):
+        for name, value in next(answers).items():
+            merged.setdefault(name.decode(), value.decode())
+    return merged
+
+
+def known(client: redis.Redis, visitors: list[list[str]]) -> list[dict[str, str]]:
+    """What is remembered of each visitor (given by its keys)."""
+    linked = _links(client, visitors)
+    wholes = [_whole(keys, linked) for keys in visitors]
+    with client.pipeline(transaction=False) as pipe:
+        for keys in wholes:
+            for key in keys:
+                pipe.hgetall(key)
+        answers = iter(pipe.execute())
+    return [_merged(answers, len(keys)) for keys in wholes]
+
+
 def recall(client: redis.Redis, events: list[dict]) -> None:
     """Remember what each event tells of its visitor, link the ids it carries
     together, then complete every event's missing identifiers from what is
     known of its visitor (this read's events included, whatever their order)."""
     own = [visitor_keys(e) for e in events]
     linked = _links(client, own)
-    visitors = [sorted({*keys, *(k for key in keys for k in linked[key])}) for keys in own]
+    visitors = [_whole(keys, linked) for keys in own]
     wanting = [(e, keys) for e, keys in zip(events, visitors, strict=True) if keys and _wants(e)]
     with client.pipeline(transaction=False) as pipe:
         for key, others in linked.items():
@@ -100,9 +126,8 @@ def recall(client: redis.Redis, events: list[dict]) -> None:
                 pipe.hgetall(key)
         answers = iter(pipe.execute()[writes:])
     for event, keys in wanting:
-        for _ in keys:
-            for name, value in next(answers).items():
-                event["identifiers"].setdefault(name.decode(), value.decode())
+        for name, value in _merged(answers, len(keys)).items():
+            event["identifiers"].setdefault(name, value)
 
 
 def duplicates(client: redis.Redis, pairs: list[tuple[str, dict]]) -> list[bool]:

@@ -54,6 +54,8 @@ def preview(
     if drafted is not None and drafted.event_name == name:
         rules = [*rules, rule(drafted, db.session.get(Pixel, drafted.pixel_key).pixel_id)]
     outcome, reason, result = mapping.outcome(event, False, rules)
+    if outcome == "waiting":  # no later event of this visitor can complete a preview
+        outcome, result = "dropped", None
     conversions = [
         {"pixel": rule.pixel_key, "pixel_id": rule.pixel_id, "conversion": conversion}
         for rule, conversion in (result.conversions if result else [])
