@@ -233,7 +233,47 @@ class ReceivedEvent(db.Model):
     reason: Mapped[str | None] = mapped_column(String(64))
     pixels: Mapped[list[str]] = mapped_column(JSON, default=list)
     identifiers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # where each identifier came from: message, cookie, request or (visitor) memory
+    sources: Mapped[dict[str, str] | None] = mapped_column(JSON)
     message: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    # What the event debugger shows of the message (scrubbed when it was received)
+    @property
+    def anonymous_id(self) -> str | None:
+        return self.message.get("anonymousId")
+
+    @property
+    def user_id(self) -> str | None:
+        return self.message.get("userId")
+
+    @property
+    def page_name(self) -> str | None:
+        """A page's or screen's own name ('Checkout')."""
+        return self.message.get("name")
+
+    @property
+    def event_time(self) -> str | None:
+        return self.message.get("timestamp")
+
+    @property
+    def context(self) -> dict[str, Any]:
+        context = self.message.get("context")
+        return context if isinstance(context, dict) else {}
+
+    @property
+    def page_url(self) -> str | None:
+        page = self.context.get("page")
+        url = page.get("url") if isinstance(page, dict) else None
+        return url if isinstance(url, str) else None
+
+    @property
+    def library(self) -> dict[str, Any] | None:
+        library = self.context.get("library")
+        return library if isinstance(library, dict) else None
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return self.message.get("properties") or {}
 
 
 class Delivery(db.Model):

@@ -14,6 +14,7 @@ import pytest
 from tests.support import factories
 from tests.support.sending import basic, queued, track
 from tests.support.shop import events
+from tests.support.web import login, token_for
 from xtag.collector.sdks import VENDORED
 from xtag.core.identity import hash_email, sha256_hex
 from xtag.core.times import parse
@@ -276,3 +277,73 @@ def test_group_traits_screen_names_and_device_ids(client, site, work):
 
 def _now() -> str:
     return datetime.fromtimestamp(time.time(), UTC).isoformat()
+
+
+# --- debugging a set-up -------------------------------------------------------------------
+
+
+def test_refused_requests_are_kept_per_site_without_their_body(client, site, work):
+    key = basic(site.write_key)
+    secret_email = "nobody-must-see@example.com"
+    client.post(
+        "/v1/track", json={"anonymousId": "a", "traits": {"email": secret_email}}, headers=key
+    )
+    client.post("/v1/track", json=track(), headers={**key, "Origin": "https://evil.example"})
+    batch = {"batch": [{**track(), "type": "track"}, {"type": "track", "anonymousId": "a"}]}
+    assert client.post("/v1/batch", json=batch, headers=key).status_code == 200
+    client.post("/v1/track", json=track(), headers=basic("no-such-key"))
+    admin = token_for("admin")
+    r = client.get(f"/api/v1/sites/{site.id}/refused", headers=admin)
+    assert r.status_code == 200
+    assert r.json["count"] == 3
+    assert [(x["status"], x["reason"]) for x in r.json["items"]] == [
+        (400, "batch[1].event is required for a track message"),
+        (403, "origin https://evil.example is not allowed for this site"),
+        (400, "event is required for a track message"),
+    ]
+    assert secret_email not in r.get_data(as_text=True)
+    assert client.get("/api/v1/sites/999/refused", headers=admin).status_code == 404
+    login(client, "marketer")
+    page = client.get(f"/sites/{site.id}").get_data(as_text=True)
+    assert "origin https://evil.example is not allowed" in page
+    assert "1</span> requests refused before any site was known" in client.get("/").get_data(
+        as_text=True
+    )
+
+
+def test_the_debugger_shows_what_an_sdk_sent_and_where_identifiers_came_from(client, site, work):
+    key = basic(site.write_key)
+    library = {"name": "analytics.js", "version": "next-1.84.3"}
+    landing = {
+        "anonymousId": "a-5",
+        "name": "Home",
+        "context": {"library": library, "page": {"url": f"{SHOP}/?twclid=tw-5"}},
+    }
+    client.post("/v1/page", json=landing, headers={**key, "Origin": SHOP, "User-Agent": BROWSER})
+    work()
+    bought = track(anonymousId="a-5", userId="u-5", traits={"email": "five@example.com"})
+    bought["timestamp"] = "2026-11-30T10:00:00Z"
+    fresh = client.application.test_client()  # no cookie: the click id comes from memory
+    fresh.post("/v1/track", json=bought, headers=key)
+    work()
+    r = client.get("/api/v1/events", headers=token_for("marketer"))
+    order, page = r.json["items"]
+    assert (page["type"], page["name"], page["page_url"]) == (
+        "page",
+        "Home",
+        f"{SHOP}/?twclid=tw-5",
+    )
+    assert page["library"] == library
+    assert page["sources"] == {
+        "twclid": "message",
+        "ip_address": "request",
+        "user_agent": "request",
+    }
+    assert (order["anonymous_id"], order["user_id"]) == ("a-5", "u-5")
+    assert order["event_time"] == "2026-11-30T10:00:00.000Z"
+    assert order["properties"] == {"revenue": 20}
+    assert order["sources"] == {"hashed_email": "message", "twclid": "memory"}
+    assert order["identifiers"]["twclid"] == "tw-5"
+    login(client, "marketer")
+    debugger = client.get(f"/events?site_id={site.id}").get_data(as_text=True)
+    assert all(text in debugger for text in ("u-5", "a-5", "memory", "analytics.js", "Home"))

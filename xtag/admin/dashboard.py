@@ -10,7 +10,7 @@ from xtag.admin.base import bp
 from xtag.extensions import db
 from xtag.models import Site
 from xtag.pipeline import retention
-from xtag.services import monitoring
+from xtag.services import monitoring, refusals
 
 
 @bp.route("/")
@@ -27,4 +27,5 @@ def index():
         day=day,
         charts=charts,
         retention=retention.periods(),
+        unknown_keys=refusals.latest_or_none(refusals.UNKNOWN),
     )

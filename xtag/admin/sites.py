@@ -17,7 +17,7 @@ from xtag.admin.base import bp, errors_into, row_or_404
 from xtag.core.errors import Invalid
 from xtag.extensions import db
 from xtag.models import Site
-from xtag.services import changes
+from xtag.services import changes, refusals
 from xtag.services.resources import SITES
 
 
@@ -93,4 +93,10 @@ def site(site_id: int):
         form.allowed_origins.data = "\n".join(row.allowed_origins or [])
     if form.validate_on_submit() and (done := _save(form, row)):
         return done
-    return render_template("admin/site.html", site=row, form=form, snippet=snippet(row))
+    return render_template(
+        "admin/site.html",
+        site=row,
+        form=form,
+        snippet=snippet(row),
+        refused=refusals.latest_or_none(row.id),
+    )

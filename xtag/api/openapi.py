@@ -21,6 +21,47 @@ ERROR = {
 }
 
 
+REFUSED = {
+    "type": "object",
+    "required": ["count", "items"],
+    "properties": {
+        "count": {"type": "integer"},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "at": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+COLLECTOR_ERROR = {
+    "type": "object",
+    "required": ["error", "code", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "code": {
+            "type": "string",
+            "enum": [
+                "invalid",
+                "unauthorized",
+                "forbidden_origin",
+                "too_large",
+                "unsupported_encoding",
+                "rate_limited",
+                "unavailable",
+                "not_found",
+            ],
+        },
+        "message": {"type": "string"},
+    },
+}
+
+
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -116,14 +157,19 @@ def _collector_paths() -> dict:
     message = {"type": "object", "description": "a Segment message (track, page, identify, ...)"}
     answers = {
         "200": {
-            "description": "queued",
-            **_json({"type": "object", "properties": {"success": {"type": "boolean"}}}),
+            "description": "queued (a batch lists the messages it refused, by index)",
+            **_json(
+                {
+                    "type": "object",
+                    "properties": {
+                        "success": {"type": "boolean"},
+                        "refused": {"type": "array", "items": {"type": "object"}},
+                    },
+                }
+            ),
         },
         **{
-            str(code): {
-                "description": text,
-                **_json({"type": "object", "properties": {"error": {"type": "string"}}}),
-            }
+            str(code): {"description": text, **_json(COLLECTOR_ERROR)}
             for code, text in (
                 (400, "bad input, named"),
                 (401, "missing or unknown write key"),
@@ -236,6 +282,16 @@ def document(resources) -> dict:
                 **_errors(400, 401, 403),
             },
         }
+    }
+    paths["/api/v1/sites/{row_id}/refused"] = {
+        "parameters": [ROW_ID],
+        "get": {
+            "summary": "The site's latest refused collector requests, and how many in all",
+            "responses": {
+                "200": {"description": "refused requests", **_json(REFUSED)},
+                **_errors(401, 404),
+            },
+        },
     }
     paths["/api/v1/events"] = {
         "get": {

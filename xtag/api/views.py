@@ -15,7 +15,7 @@ from xtag.core.fields import BIG_ID_MAX, ID_MAX
 from xtag.core.times import parse_filter
 from xtag.extensions import db
 from xtag.models import AuditEntry, Delivery, Mapping, Pixel, ReceivedEvent, Site, User
-from xtag.services import changes, queries
+from xtag.services import changes, queries, refusals
 from xtag.services import deliveries as delivery_service
 from xtag.services.changes import Kind
 from xtag.services.preview import PREVIEW
@@ -139,6 +139,14 @@ def _register(resource: Resource) -> None:
 
 for _resource in RESOURCES:
     _register(_resource)
+
+
+@bp.route("/sites/<int:row_id>/refused", methods=["GET"])
+@requires("marketer")
+def site_refused(row_id: int):
+    """The site's latest refused collector requests and how many in all."""
+    site = _row(SITES, row_id)
+    return jsonify(refusals.latest(site.id))
 
 
 @bp.route("/mappings/preview", methods=["POST"])

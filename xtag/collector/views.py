@@ -30,7 +30,7 @@ from xtag.core.messages import (
     validate,
 )
 from xtag.pipeline import counters, inbox
-from xtag.services import writekeys
+from xtag.services import refusals, writekeys
 
 log = logging.getLogger(__name__)
 bp = Blueprint("collector", __name__)
@@ -73,9 +73,11 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 
 def refusal(message: str, code: str, retry_after: int | None = None, status: int | None = None):
     """Every non-2xx answer: `error` for Segment's SDKs, `code` and `message`
-    for those (RudderStack's, analytics-python) that read them."""
+    for those (RudderStack's, analytics-python) that read them; noted for the
+    site (or as unknown) so a set-up can be debugged without the server log."""
     status = status or STATUS.get(code, 400)
     counters.COLLECTOR_REFUSED.labels(status).inc()
+    refusals.record(g.get("site_id"), [(status, message)])
     response = jsonify(error=message, code=code, message=message)
     response.status_code = status
     if retry_after is not None:
@@ -127,6 +129,7 @@ def site_for(write_key: str) -> SiteRules:
     if site is None:
         raise Unauthorized("unknown write key")
     logs.bind(site=site.id)
+    g.site_id = site.id
     return site
 
 
@@ -175,6 +178,7 @@ def _accepted(events: list[dict], refused: list[dict]) -> Response:
         response = Response(SUCCESS, mimetype="application/json")
     else:
         counters.COLLECTOR_REFUSED.labels(400).inc(len(refused))
+        refusals.record(g.site_id, [(400, r["error"]) for r in refused])
         body = {
             "success": True,
             "refused": [{k: r[k] for k in ("index", "error")} for r in refused],

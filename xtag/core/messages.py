@@ -295,22 +295,29 @@ def from_device(message: dict, facts: RequestFacts) -> bool:
     return name in DEVICE_LIBRARIES or facts.browser
 
 
-def twclid_of(message: dict, facts: RequestFacts) -> str | None:
+def twclid_of(message: dict, facts: RequestFacts) -> tuple[str | None, str | None]:
+    """The click id and where it came from: the message, else the cookie."""
     context = message.get("context") or {}
     properties = message.get("properties") or {}
     page = context.get("page") if isinstance(context.get("page"), dict) else {}
-    return (
+    given = (
         identity.clean_twclid(context.get("twclid"))
         or identity.clean_twclid(properties.get("twclid"))
         or identity.twclid_from_url(page.get("url"))
         or identity.twclid_from_url(properties.get("url"))
-        or identity.clean_twclid(facts.cookie_twclid)
     )
+    if given:
+        return given, "message"
+    cookie = identity.clean_twclid(facts.cookie_twclid)
+    return (cookie, "cookie") if cookie else (None, None)
 
 
-def identifiers_of(message: dict, site: SiteRules, facts: RequestFacts) -> dict[str, str]:
-    """X's identifiers for this message, hashed; IP and user agent included
-    here and kept or dropped by the mapping (they only count alongside others)."""
+def identifiers_of(
+    message: dict, site: SiteRules, facts: RequestFacts
+) -> tuple[dict[str, str], dict[str, str]]:
+    """X's identifiers for this message, hashed, and where each came from
+    (message, cookie or request); IP and user agent included here and kept
+    or dropped by the mapping (they only count alongside others)."""
     context = message.get("context") or {}
     own = message.get("traits") if message.get("type") != "group" else None  # a group's traits
     sources = [
@@ -318,17 +325,27 @@ def identifiers_of(message: dict, site: SiteRules, facts: RequestFacts) -> dict[
     ]
     region = site.default_phone_region
     device = from_device(message, facts)
-    found = {
-        "twclid": twclid_of(message, facts),
+    twclid, twclid_source = twclid_of(message, facts)
+    given = {
+        "twclid": twclid if twclid_source == "message" else None,
         "hashed_email": identity.first_hashed(sources, identity.EMAIL_KEYS, identity.hash_email),
         "hashed_phone_number": identity.first_hashed(
             sources, identity.PHONE_KEYS, lambda v: identity.hash_phone(v, region)
         ),
-        "ip_address": (context.get("ip") or "").strip() or (facts.ip if device else None),
-        "user_agent": (context.get("userAgent") or "").strip()[:512]
-        or (facts.user_agent if device else None),
+        "ip_address": (context.get("ip") or "").strip(),
+        "user_agent": (context.get("userAgent") or "").strip()[:512],
     }
-    return {k: v for k, v in found.items() if v}
+    taken = {
+        "twclid": twclid if twclid_source == "cookie" else None,
+        "ip_address": facts.ip if device else None,
+        "user_agent": facts.user_agent if device else None,
+    }
+    origin = {k: "message" for k, v in given.items() if v}
+    for name, value in taken.items():
+        if value and name not in origin:
+            origin[name] = "cookie" if name == "twclid" else "request"
+    found = {k: given[k] or taken.get(k) for k in origin}
+    return found, origin
 
 
 def _scrub_id(value: object) -> str | None:
@@ -360,6 +377,7 @@ def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> d
     state = consent(context, facts.gpc)
     denied = state == "denied" or (site.require_consent and state != "granted")
     drop = "consent" if denied else None if forwarded_to_x(message) else "integrations"
+    found, sources = identifiers_of(message, site, facts)
     name = message.get("event") if kind == "track" else kind
     if kind in ("identify", "group", "alias"):
         name = None
@@ -381,7 +399,8 @@ def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> d
         "site_id": site.id,
         "received_at": iso_ms(facts.received_at),
         "message": clean,
-        "identifiers": identifiers_of(message, site, facts),
+        "identifiers": found,
+        "sources": sources,
         "consent": state,
         "drop": drop,
     }

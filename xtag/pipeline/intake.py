@@ -67,6 +67,7 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
                 "reason": reason,
                 "pixels": pixels,
                 "identifiers": event["identifiers"],
+                "sources": event.get("sources") or {},
                 "message": message,
             }
         )

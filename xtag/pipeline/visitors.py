@@ -127,7 +127,9 @@ def recall(client: redis.Redis, events: list[dict]) -> None:
         answers = iter(pipe.execute()[writes:])
     for event, keys in wanting:
         for name, value in _merged(answers, len(keys)).items():
-            event["identifiers"].setdefault(name, value)
+            if name not in event["identifiers"]:
+                event["identifiers"][name] = value
+                event.setdefault("sources", {})[name] = "memory"
 
 
 def duplicates(client: redis.Redis, pairs: list[tuple[str, dict]]) -> list[bool]:

@@ -71,6 +71,14 @@ EVENT = Schema(
         Field("reason", "string"),
         Field("pixels", "array"),
         Field("identifiers", "object"),
+        Field("sources", "object"),
+        Field("name", "string", source="page_name"),
+        Field("anonymous_id", "string"),
+        Field("user_id", "string"),
+        Field("event_time", "string"),
+        Field("page_url", "string"),
+        Field("library", "object"),
+        Field("properties", "object"),
     ),
 )
 AUDIT = Schema(
