@@ -326,7 +326,7 @@ def test_the_debugger_shows_what_an_sdk_sent_and_where_identifiers_came_from(cli
     fresh = client.application.test_client()  # no cookie: the click id comes from memory
     fresh.post("/v1/track", json=bought, headers=key)
     work()
-    r = client.get("/api/v1/events", headers=token_for("marketer"))
+    r = client.get("/api/v1/events", headers=token_for("admin"))
     order, page = r.json["items"]
     assert (page["type"], page["name"], page["page_url"]) == (
         "page",
