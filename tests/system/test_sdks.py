@@ -13,10 +13,14 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from tests.support.browser import Shop, needs_chromium, received
 from tests.support.shop import EVENT, setup_shop
 from xtag.core.identity import hash_email
+from xtag.extensions import db
+from xtag.models import Site
+from xtag.services import refusals
 
 EMAIL = "jane@example.com"
 TWCLID = "23opevjt88psuo13lu8d020qkn"
@@ -83,3 +87,20 @@ def test_an_order_reaches_x_once_with_the_landing_click_id_and_the_email(
     assert found["twclid"] == TWCLID
     assert found["hashed_email"] == hash_email(EMAIL)
     assert (order["value"], order["price_currency"]) == ("59.90", "EUR")
+
+
+@needs_chromium
+@pytest.mark.parametrize("sdk", ["analytics-next", "rudderstack"])
+def test_a_429_is_retried_by_the_sdk_and_lands(store, tab, work, deliver, fake_x, sdk):
+    site = db.session.scalar(select(Site).where(Site.write_key == store.write_key))
+    site.rate_limit = 1  # event per second: the page view takes it, the order waits
+    db.session.commit()
+    calls = "analytics.page();\n" + BUY.split("\n")[1]
+    store.raw["landing.html"] = page(sdk, store, calls)
+    visitor = tab()
+    visitor.page.goto(store.url(f"landing.html?twclid={TWCLID}"))
+    received(work, lambda rows: any(r.event_name == "Order Completed" for r in rows), timeout=40)
+    deliver()
+    [order] = [c for c in fake_x.accepted() if c.get("conversion_id") == "A-1001"]
+    assert {k: v for part in order["identifiers"] for k, v in part.items()}["twclid"] == TWCLID
+    assert 429 in [r["status"] for r in refusals.latest(site.id)["items"]]
