@@ -21,7 +21,14 @@ $(VENV)/.test-deps: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/python -m xtag.devserver
 
-test: $(VENV)/.test-deps
+# The Node server SDKs for their tests, when this machine has npm (else they skip)
+NODE_SDKS := tests/system/node/node_modules/.installed
+$(NODE_SDKS): tests/system/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tests/system/node --silent --no-audit --no-fund && touch $@; \
+	else echo "npm is missing: the Node SDK tests will skip"; fi
+
+test: $(VENV)/.test-deps $(NODE_SDKS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

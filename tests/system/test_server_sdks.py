@@ -6,6 +6,11 @@ delivers the others without the SDK reporting a failure."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
@@ -94,3 +99,44 @@ def test_one_bad_message_in_a_batch_does_not_lose_the_others(shop, live_server, 
     assert sorted(c["conversion_id"] for c in fake_x.accepted()) == sorted(
         f"{name}-{n}" for name in CLIENTS for n in (1, 2)
     )
+
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(
+    NODE is None or not (NODE_DIR / "node_modules").is_dir(),
+    reason="node or the Node SDKs (make test installs them with npm when node is here)",
+)
+
+
+@needs_node
+@pytest.mark.parametrize("sdk", ["segment", "rudderstack"])
+def test_node_sdks_deliver_without_the_server_as_the_visitor(
+    shop, live_server, deliver, fake_x, sdk
+):
+    only_x = {"All": False, "X": True}
+    calls = [
+        ["identify", {"userId": "n-1", "traits": {"email": EMAIL}}],
+        ["track", {"userId": "n-1", "event": "Order Completed", "properties": {"order_id": "N-1"}}],
+        ["track", {"userId": "n-1", "event": "Order Completed", "properties": {"order_id": "N-2"},
+                   "integrations": {"All": False}}],
+        ["track", {"userId": "n-1", "event": "Order Completed", "properties": {"order_id": "N-3"},
+                   "context": {"ip": "203.0.113.9, 10.0.0.1"}}],
+        ["track", {"userId": "n-1", "event": "Order Completed", "properties": {"order_id": "N-4"},
+                   "integrations": only_x}],
+    ]  # fmt: skip
+    done = subprocess.run(
+        [NODE, "send.mjs", sdk, live_server, shop.write_key, json.dumps(calls)],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # the SDK saw no failure
+    deliver()
+    sent = {c["conversion_id"]: identifiers(c) for c in fake_x.accepted()}
+    assert set(sent) == {"N-1", "N-4"}  # N-2 kept from X, N-3 refused alone
+    for found in sent.values():
+        assert found["hashed_email"] == hash_email(EMAIL)
+        assert "ip_address" not in found and "user_agent" not in found
