@@ -1,4 +1,4 @@
-"""The browser SDKs sites already run, unchanged but their host, in real
+"""The browser SDKs sites already run, unchanged but their host, and xtag.js, in real
 Chromium from another origin, with no internet: analytics-next loaded from
 npm with `cdnURL`, Segment's standard snippet with `analytics._cdn`, and
 RudderStack's v3 SDK. A visitor lands with ?twclid=, goes to a second
@@ -66,13 +66,23 @@ def store(x_app, live_server, ctx, fake_x):
     shop.close()
 
 
+# xtag's own beacon, as the README installs it (its snippet sends the page view)
+XTAG_BUY = (
+    f'xtag.identify({{email: "{EMAIL}"}});\n'
+    'xtag.track("Order Completed", {order_id: "A-1001", revenue: 59.9, currency: "EUR"});'
+)
+
+
 @needs_chromium
-@pytest.mark.parametrize("sdk", sorted(SNIPPETS))
+@pytest.mark.parametrize("sdk", [*sorted(SNIPPETS), "xtag.js"])
 def test_an_order_reaches_x_once_with_the_landing_click_id_and_the_email(
     store, tab, work, deliver, fake_x, sdk
 ):
-    store.raw["landing.html"] = page(sdk, store, LAND)
-    store.raw["checkout.html"] = page(sdk, store, BUY)
+    if sdk == "xtag.js":
+        store.pages["landing.html"], store.pages["checkout.html"] = "", XTAG_BUY
+    else:
+        store.raw["landing.html"] = page(sdk, store, LAND)
+        store.raw["checkout.html"] = page(sdk, store, BUY)
     visitor = tab()
     visitor.page.goto(store.url(f"landing.html?utm_source=x&twclid={TWCLID}"))
     received(work, lambda rows: any(r.type == "page" for r in rows))
