@@ -347,3 +347,10 @@ def test_the_debugger_shows_what_an_sdk_sent_and_where_identifiers_came_from(cli
     login(client, "marketer")
     debugger = client.get(f"/events?site_id={site.id}").get_data(as_text=True)
     assert all(text in debugger for text in ("u-5", "a-5", "memory", "analytics.js", "Home"))
+
+
+def test_a_batch_of_one_oversized_message_is_a_413(client, site):
+    big = {**track(properties={"blob": "x" * (33 * 1024)}), "type": "track"}
+    r = client.post("/v1/batch", json={"batch": [big]}, headers=basic(site.write_key))
+    assert (r.status_code, r.json["code"]) == (413, "too_large")
+    assert r.json["message"].startswith("batch[0] is")

@@ -158,18 +158,19 @@ def _events(body: dict, size: int, route: str, site: SiteRules) -> tuple[list, l
     """The events to queue, and (for a batch) the messages refused, by index."""
     facts = _facts()
     small = size <= MESSAGE_LIMIT  # then no message in it can be over the limit
-    events, refused = [], []
+    events, refused, first = [], [], None
     for index, (path, message) in enumerate(messages_of(body, route)):
         try:
             kind = validate(message, path, route, small)
         except Rejected as exc:
             if route != "batch":
                 raise
-            refused.append({"index": index, "error": str(exc), "code": exc.code})
+            refused.append({"index": index, "error": str(exc)})
+            first = first or exc
             continue
         events.append(prepare(message, kind, site, facts))
-    if not events:  # nothing in the batch can be used: the request as a whole is bad
-        raise Rejected(refused[0]["error"])
+    if not events:  # nothing in the batch can be used: the request as a whole is refused
+        raise first
     return events, refused
 
 
