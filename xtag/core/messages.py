@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import uuid
 import zlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from xtag.core import identity
 from xtag.core.times import iso_ms, parse
 
 MESSAGE_LIMIT = 32 * 1024
+DEPTH_MAX = 64  # levels of nesting in a message
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL and UTF-8 refuse them
 BATCH_LIMIT = 500 * 1024
 BATCH_MAX_MESSAGES = 2500
 TYPES = ("track", "page", "identify", "screen", "group", "alias")
@@ -146,14 +149,48 @@ def validate(message: object, path: str, route: str, small: bool = False) -> str
     where = path.rstrip(".") or "body"
     if not isinstance(message, dict):
         raise Rejected(f"{where} must be a JSON object")
+    kind = _check_kind(message, path, route)
+    _check_ids(message, path)
+    _check_text(message, path)
     if not small:
         size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MESSAGE_LIMIT:
             raise TooLarge(f"{where} is {size} bytes; a message may be at most 32 KB")
-    kind = _check_kind(message, path, route)
-    _check_ids(message, path)
     _check_shapes(message, path)
+    _check_times(message, path)
     return kind
+
+
+def _check_text(message: dict, path: str) -> None:
+    """Every key and string, at any depth, can be stored (no NUL, no lone
+    surrogate), and nothing is nested deeper than DEPTH_MAX."""
+    stack: list[tuple[object, str, int]] = [(message, path.rstrip("."), 1)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > DEPTH_MAX:
+            raise Rejected(f"{where} is nested deeper than {DEPTH_MAX} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            name = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip(".")
+            if isinstance(key, str) and UNSTORABLE.search(key):
+                raise Rejected(f"{where or 'body'} has a key with NUL or a lone surrogate")
+            if isinstance(item, str):
+                if UNSTORABLE.search(item):
+                    raise Rejected(f"{name} holds NUL or a lone surrogate, which cannot be stored")
+            elif isinstance(item, dict | list):
+                stack.append((item, name, depth + 1))
+
+
+def _check_times(message: dict, path: str) -> None:
+    """The sender's clock can be corrected within the dates UTC can hold."""
+    original, sent = parse(message.get("originalTimestamp")), parse(message.get("sentAt"))
+    if original and sent:
+        try:
+            datetime.now(UTC) - (sent - original)
+        except OverflowError:
+            raise Rejected(
+                f"{path}originalTimestamp is too far from sentAt to correct the clock"
+            ) from None
 
 
 def _check_kind(message: dict, path: str, route: str) -> str:
