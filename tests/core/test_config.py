@@ -74,3 +74,29 @@ def test_bad_values_name_the_variable(tmp_path, name, value, says):
     with pytest.raises(ConfigError, match=says) as err:
         from_env({name: value}, str(tmp_path))
     assert name in str(err.value)
+
+
+def test_the_embedded_redis_keeps_its_files_to_the_owner(tmp_path):
+    import redis
+
+    from xtag import embedded
+
+    instance = tmp_path / "instance"
+    instance.mkdir(mode=0o755)
+    (instance / "xtag.db").write_text("")  # made by an earlier version, world-readable
+    proc = embedded.start(str(instance), daemonize=False)
+    try:
+        client = redis.Redis(unix_socket_path=str(embedded.socket_path(str(instance))))
+        client.set("k", "v")
+        client.bgrewriteaof()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    paths = [instance, *instance.rglob("*")]
+    exposed = [
+        (str(p), oct(p.stat().st_mode & 0o777))
+        for p in paths
+        if not p.is_socket() and p.stat().st_mode & 0o077
+    ]
+    assert exposed == []
+    assert any("appendonly" in p.name for p in paths)

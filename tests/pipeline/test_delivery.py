@@ -292,3 +292,20 @@ def test_refused_refresh_marks_the_connection_and_fails(x_app, client, ctx, fake
     assert sent.status == "failed"
     connection = db.session.scalar(select(Connection))
     assert connection.status == "unhealthy" and "refresh" in connection.last_error
+
+
+def test_a_retry_by_hand_resends_what_x_rejected_once_its_cause_is_fixed(
+    x_app, client, ctx, fake_x, deliver
+):
+    site = setup_shop(fake_x)
+    fake_x.reject_conversion_if = lambda c: ("event_id", "event_id is not a single event tag")
+    send(client, site, [order(1)])
+    deliver()
+    [sent] = deliveries()
+    assert sent.status == "failed" and [i.status for i in items()] == ["rejected"]
+    fake_x.reject_conversion_if = None  # the admin fixed the event at X
+    retrying.retry(None, sent)
+    deliver()
+    [sent] = deliveries()
+    assert sent.status == "delivered"
+    assert [c["conversion_id"] for c in fake_x.accepted()] == ["order-1"]

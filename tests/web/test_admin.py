@@ -74,6 +74,8 @@ def test_inactive_user_cannot_log_in(client, ctx):
         ("//evil.example", None),
         ("https://evil.example/", None),
         ("/\\evil", None),
+        ("/\r\nSet-Cookie: session=forged", None),
+        ("/sites\x00", None),
         ("", None),
     ],
 )

@@ -4,6 +4,7 @@ carrying the ids that tie it together; text for humans on request."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -90,3 +91,19 @@ def test_the_worker_logs_text_when_asked(app, client, ctx, environ, fake_x):
     text = _worker_log({**environ, **settings}, "--log-format", "text")
     assert "INFO xtag.pipeline.sending: delivery" in text and "delivery=" in text
     assert not any(line.startswith("{") for line in text.splitlines())
+
+
+def test_the_text_format_keeps_a_forged_line_on_one_line():
+    record = logging.LogRecord(
+        "xtag.http",
+        logging.INFO,
+        __file__,
+        1,
+        "GET %s 404",
+        ("/v1/x\nINFO forged admin login",),
+        None,
+    )
+    record.fields = {"path": "/v1/x\r\nINFO forged"}
+    line = logs.TextFormatter().format(record)
+    assert "\n" not in line and "\r" not in line
+    assert "/v1/x\\x0aINFO forged" in line and "\\x0d\\x0a" in line

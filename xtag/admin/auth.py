@@ -32,6 +32,8 @@ def safe_next(target: str | None) -> str | None:
     """Only same-site relative paths; never an open redirect."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):  # a header split, not a path
+        return None
     parts = urlsplit(target)
     return target if not parts.scheme and not parts.netloc else None
 

@@ -16,12 +16,15 @@ from xtag.services.queries import deliveries
 RETRYABLE = ("failed", "partial")
 
 
+AGAIN = ("failed", "rejected")  # a rejection is resent too: the admin fixed its cause at X
+
+
 def _queue_again(delivery: Delivery) -> bool:
-    """Queue a failed or partial delivery again: its conversions that were not
-    rejected by X as invalid are sent once more, with a fresh retry schedule."""
+    """Queue a failed or partial delivery again: its conversions that did not
+    reach X, or that X rejected, are sent once more with a fresh schedule."""
     if delivery.status not in RETRYABLE:
         return False
-    again = [i for i in delivery.items if i.status == "failed"]
+    again = [i for i in delivery.items if i.status in AGAIN]
     if not again:
         return False
     for item in again:
