@@ -107,9 +107,16 @@ def test_credentials_only_for_an_allowed_origin_and_retry_after_exposed(client, 
     assert r.headers["Access-Control-Allow-Credentials"] == "true"
     assert "Retry-After" in r.headers["Access-Control-Expose-Headers"]
     r = client.post("/v1/track", json=track(), headers={**basic("nope"), "Origin": SHOP})
-    assert r.status_code == 401 and "Access-Control-Allow-Credentials" not in r.headers
+    assert r.status_code == 401 and "Access-Control-Allow-Origin" not in r.headers
     r = client.post("/v1/track", json=track(), headers={**key, "Origin": "https://evil.example"})
-    assert r.status_code == 403 and "Access-Control-Allow-Credentials" not in r.headers
+    assert r.status_code == 403 and "Access-Control-Allow-Origin" not in r.headers
+    r = client.post("/v1/track", json={"anonymousId": "a"}, headers={**key, "Origin": SHOP})
+    assert r.status_code == 400 and r.headers["Access-Control-Allow-Origin"] == SHOP
+    assert "Access-Control-Allow-Credentials" not in r.headers  # never on an error
+    r = client.get(f"/sourceConfig/?writeKey={site.write_key}", headers={"Origin": SHOP})
+    assert r.headers["Access-Control-Allow-Origin"] == SHOP
+    r = client.get(f"/sourceConfig/?writeKey={site.write_key}", headers={"Origin": "https://x.io"})
+    assert r.status_code == 403 and "Access-Control-Allow-Origin" not in r.headers
 
 
 # --- the write key where RudderStack puts it, and its beacon transport ---------------

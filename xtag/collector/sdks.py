@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flask import jsonify, request, send_from_directory
 
-from xtag.collector.views import bp, refusal, site_for
+from xtag.collector.views import bp, check_origin, refusal, site_for
 from xtag.core.messages import Rejected
 
 
@@ -64,7 +64,7 @@ def _rudderstack_config(write_key: str, site_id: int) -> dict:
 @bp.route("/v1/projects/<write_key>/settings", methods=["GET"])
 def segment_settings(write_key: str):
     try:
-        site_for(write_key)
+        check_origin(site_for(write_key))
     except Rejected as exc:
         return refusal(str(exc), exc.code)
     return jsonify(_segment_settings(write_key))
@@ -77,6 +77,7 @@ def rudderstack_source_config():
     write_key = request.args.get("writeKey") or (auth.username if auth else "") or ""
     try:
         site = site_for(write_key)
+        check_origin(site)
     except Rejected as exc:
         return refusal(str(exc), exc.code)
     return jsonify(_rudderstack_config(write_key, site.id))

@@ -133,7 +133,7 @@ def site_for(write_key: str) -> SiteRules:
     return site
 
 
-def _check_origin(site: SiteRules) -> None:
+def check_origin(site: SiteRules) -> None:
     origin = request.headers.get("Origin")
     if origin and site.allowed_origins and origin.rstrip("/").lower() not in site.allowed_origins:
         raise ForbiddenOrigin(f"origin {origin} is not allowed for this site")
@@ -202,7 +202,7 @@ def _accepted(events: list[dict], refused: list[dict]) -> Response:
 def _collect(route: str):
     body, size = decode_body(_read_body(), request.headers.get("Content-Encoding"))
     site = site_for(_write_key(body))
-    _check_origin(site)
+    check_origin(site)
     events, refused = _events(body, size, route, site)
     limit = site.rate_limit or current_app.config["XTAG_SITE_RATE_LIMIT"]
     try:
@@ -277,17 +277,22 @@ def _allowed_headers() -> str:
 
 @bp.after_request
 def cors(response):
+    """Preflights are answered for any origin (the site is not known yet);
+    a real answer names the origin only once the site allows it, and lets
+    the page send cookies (Allow-Credentials) only with a success."""
     origin = request.headers.get("Origin")
-    if not origin or response.status_code == 403:
+    if not origin:
         return response
-    response.headers["Access-Control-Allow-Origin"] = origin
-    response.headers["Vary"] = "Origin"
-    response.headers["Access-Control-Expose-Headers"] = "Retry-After"
     if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = _allowed_headers()
         response.headers["Access-Control-Allow-Credentials"] = "true"
         response.headers["Access-Control-Max-Age"] = "86400"
     elif g.get("origin_allowed"):
-        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        if response.status_code < 400:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+    response.headers["Vary"] = "Origin"
     return response
