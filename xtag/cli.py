@@ -12,12 +12,13 @@ from sqlalchemy import func, select
 
 from xtag import logs
 from xtag.core.errors import Invalid
-from xtag.core.times import parse_filter
+from xtag.core.fields import ID_MAX
+from xtag.core.times import iso, parse_filter
 from xtag.extensions import db
 from xtag.models import ROLES, ApiToken, Connection, Delivery, Site, User
 from xtag.pipeline import retention
 from xtag.pipeline import worker as worker_mod
-from xtag.services import accounts, changes, deliveries, monitoring, tokens
+from xtag.services import accounts, changes, deliveries, monitoring, sites, tokens
 from xtag.services.resources import USERS
 
 xtag_cli = AppGroup("xtag", help="xtag operator commands.")
@@ -99,6 +100,20 @@ def revoke_api_token(prefix: str) -> None:
     if not rows:
         raise click.ClickException(f"no active token starts with {prefix[:12]}")
     click.echo(f"revoked {tokens.revoke(None, rows)} token(s)")
+
+
+@xtag_cli.command("rotate-write-key")
+@click.argument("site_id", type=int)
+@click.option("--revoke-previous", is_flag=True, help="stop accepting the old key at once")
+def rotate_write_key(site_id: int, revoke_previous: bool) -> None:
+    """Give a site a new write key (the old one works for XTAG_WRITE_KEY_GRACE_HOURS)."""
+    site = db.session.get(Site, site_id) if 0 < site_id <= ID_MAX else None
+    if site is None:
+        raise click.ClickException(f"no site with id {site_id}")
+    grace = current_app.config["XTAG_WRITE_KEY_GRACE_HOURS"]
+    until = sites.rotate_write_key(None, site, revoke_previous, grace)
+    click.echo(f"new write key: {site.write_key}")
+    click.echo(f"the old key is accepted until {iso(until)}")
 
 
 @xtag_cli.command("rotate-keys")

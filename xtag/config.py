@@ -158,6 +158,7 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_BATCH_WINDOW_MS": _int(environ, "XTAG_BATCH_WINDOW_MS", 1000),
         "XTAG_TRUSTED_PROXIES": _int(environ, "XTAG_TRUSTED_PROXIES", 0),
         "XTAG_SITE_CACHE_SECONDS": _int(environ, "XTAG_SITE_CACHE_SECONDS", 10),
+        "XTAG_WRITE_KEY_GRACE_HOURS": _int(environ, "XTAG_WRITE_KEY_GRACE_HOURS", 24),
         "XTAG_X_TIMEOUT_SECONDS": _int(environ, "XTAG_X_TIMEOUT_SECONDS", 30, minimum=1),
         "XTAG_INBOX_CLAIM_MS": _int(environ, "XTAG_INBOX_CLAIM_MS", 60_000, minimum=1),
         "XTAG_STALE_SENDING_SECONDS": _int(environ, "XTAG_STALE_SENDING_SECONDS", 180, minimum=1),

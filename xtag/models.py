@@ -54,6 +54,10 @@ class UTCDateTime(db.TypeDecorator):
         return value
 
 
+def new_write_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -123,9 +127,10 @@ class Site(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    write_key: Mapped[str] = mapped_column(
-        String(64), unique=True, default=lambda: secrets.token_urlsafe(24)
-    )
+    write_key: Mapped[str] = mapped_column(String(64), unique=True, default=new_write_key)
+    # after a rotation, the old key is still accepted until previous_write_key_until
+    previous_write_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    previous_write_key_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     default_phone_region: Mapped[str | None] = mapped_column(String(2))
     require_consent: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from pathlib import Path
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import Optional
 
-from xtag.admin.base import bp, errors_into, row_or_404
+from xtag.admin.base import ActionForm, admin_only, bp, errors_into, row_or_404
 from xtag.core.errors import Invalid
 from xtag.extensions import db
 from xtag.models import Site
 from xtag.services import changes, refusals
+from xtag.services import sites as sites_service
 from xtag.services.resources import SITES
 
 
@@ -99,4 +101,24 @@ def site(site_id: int):
         form=form,
         snippet=snippet(row),
         refused=refusals.latest_or_none(row.id),
+        action_form=ActionForm(),
+        now_ts=time.time(),
     )
+
+
+@bp.route("/sites/<int:site_id>/rotate-write-key", methods=["POST"])
+@login_required
+@admin_only
+def site_rotate_write_key(site_id: int):
+    row = row_or_404(Site, site_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    revoke = request.form.get("revoke_previous") == "1"
+    grace = current_app.config["XTAG_WRITE_KEY_GRACE_HOURS"]
+    until = sites_service.rotate_write_key(current_user, row, revoke, grace)
+    if revoke:
+        flash("New write key; the old one no longer works. Update every page and server.", "ok")
+    else:
+        when = until.strftime("%Y-%m-%d %H:%M UTC")
+        flash(f"New write key; the old one still works until {when}.", "ok")
+    return redirect(url_for("admin.site", site_id=row.id))

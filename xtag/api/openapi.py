@@ -283,6 +283,39 @@ def document(resources) -> dict:
             },
         }
     }
+    paths["/api/v1/sites/{row_id}/rotate-write-key"] = {
+        "parameters": [ROW_ID],
+        "post": {
+            "summary": "A new write key; the old one accepted for XTAG_WRITE_KEY_GRACE_HOURS "
+            "unless revoke_previous (admin)",
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"revoke_previous": {"type": "boolean"}},
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "200": {
+                    "description": "rotated",
+                    **_json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "write_key": {"type": "string"},
+                                "previous_valid_until": {"type": "string"},
+                            },
+                        }
+                    ),
+                },
+                **_errors(400, 401, 403, 404),
+            },
+        },
+    }
     paths["/api/v1/sites/{row_id}/refused"] = {
         "parameters": [ROW_ID],
         "get": {

@@ -5,17 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 
 from xtag.api import openapi
 from xtag.api.auth import error_answer, requires
 from xtag.core.errors import Invalid, NotFound
-from xtag.core.fields import BIG_ID_MAX, ID_MAX
-from xtag.core.times import parse_filter
+from xtag.core.fields import BIG_ID_MAX, ID_MAX, Field, Schema
+from xtag.core.times import iso, parse_filter
 from xtag.extensions import db
 from xtag.models import AuditEntry, Delivery, Mapping, Pixel, ReceivedEvent, Site, User
-from xtag.services import changes, queries, refusals
+from xtag.services import changes, queries, refusals, sites
 from xtag.services import deliveries as delivery_service
 from xtag.services.changes import Kind
 from xtag.services.preview import PREVIEW
@@ -139,6 +139,27 @@ def _register(resource: Resource) -> None:
 
 for _resource in RESOURCES:
     _register(_resource)
+
+
+ROTATE = Schema(
+    "RotateWriteKey",
+    (Field("revoke_previous", "boolean", "stop accepting the old key at once (a leaked key)"),),
+)
+
+
+@bp.route("/sites/<int:row_id>/rotate-write-key", methods=["POST"])
+@requires("admin")
+def site_rotate_write_key(row_id: int):
+    """A new write key; the old one accepted for XTAG_WRITE_KEY_GRACE_HOURS unless revoked."""
+    site = _row(SITES, row_id)
+    data = ROTATE.clean(request.get_json(silent=True) or {})
+    until = sites.rotate_write_key(
+        g.api_user,
+        site,
+        bool(data.get("revoke_previous")),
+        current_app.config["XTAG_WRITE_KEY_GRACE_HOURS"],
+    )
+    return jsonify(write_key=site.write_key, previous_valid_until=iso(until))
 
 
 @bp.route("/sites/<int:row_id>/refused", methods=["GET"])

@@ -1,6 +1,7 @@
 """Write key -> the site's collector rules, cached per process for a few
 seconds so the collector costs no database query per request (unknown keys
-are cached too). Configuration changes forget the cache."""
+are cached too), a rotated key until its grace period ends. Configuration
+changes forget the cache."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from xtag.core.messages import SiteRules
-from xtag.models import Site
+from xtag.models import Site, utcnow
 
 _cache: dict[str, tuple[float, SiteRules | None]] = {}
 _CACHE_MAX = 10_000
@@ -38,7 +39,10 @@ def lookup(engine: Engine, write_key: str, ttl: float) -> SiteRules | None:
         Site.default_phone_region,
         Site.require_consent,
         Site.rate_limit,
-    ).where(Site.write_key == write_key)
+    ).where(
+        (Site.write_key == write_key)
+        | ((Site.previous_write_key == write_key) & (Site.previous_write_key_until > utcnow()))
+    )
     with engine.connect() as connection:
         row = connection.execute(query).first()
     rules = site_rules(row) if row is not None else None
