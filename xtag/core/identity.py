@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import phonenumbers
 
@@ -19,6 +19,9 @@ _EMAIL_ANYWHERE = re.compile(r"[^@\s<>()\[\],;:\"']+@[^@\s<>()\[\],;:\"']+\.[A-Z
 
 EMAIL_KEYS = ("email", "Email", "EMAIL", "email_address", "emailAddress")
 PHONE_KEYS = ("phone", "Phone", "PHONE", "phone_number", "phoneNumber", "mobile")
+PHONE_WORDS = ("phone", "mobile")  # any key holding one of these names a phone
+PHONE_NAMES = ("tel", "telephone", "cell", "fax", "msisdn", "sms")
+KEPT_IDS = ("order_id", "orderId", "conversion_id", "checkout_id", "messageId")
 TWCLID_MAX = 200
 
 
@@ -121,17 +124,64 @@ def clean_twclid(value: object) -> str | None:
     return value
 
 
-def scrub(value: object) -> object:
-    """Replace anything that looks like an email address inside free-form data
-    with its hash, so that raw PII cannot ride along in properties."""
+def _phone_key(key: object) -> bool:
+    """A key that names a phone number (phone, tel, mobile_phone, cellPhone, ...)."""
+    if not isinstance(key, str):
+        return False
+    name = key.lower().replace("-", "_")
+    return any(word in name for word in PHONE_WORDS) or name in PHONE_NAMES
+
+
+def _phone_like(value: object) -> bool:
+    """Enough digits to be a phone number (not a flag like is_mobile: true)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return False
+    return sum(c.isdigit() for c in str(value)) >= 7
+
+
+def _hash_emails(text: str) -> str:
+    return _EMAIL_ANYWHERE.sub(lambda m: sha256_hex(m.group(0).lower()), text)
+
+
+def _scrub_text(text: str) -> str:
+    """Emails in a string hashed; in a URL's query, percent-decoded first,
+    and the values of parameters that name a phone hashed too."""
+    if "%" in text or "?" in text:
+        scheme, netloc, path, query, fragment = urlsplit(text) if "://" in text else ("",) * 5
+        if query:
+            pairs = [
+                (k, sha256_hex(v) if _phone_key(k) and v else v)
+                for k, v in parse_qsl(query, keep_blank_values=True)
+            ]
+            query = urlencode(pairs, safe="@")
+            text = urlunsplit((scheme, netloc, path, query, fragment))
+        if "%40" in text.upper():
+            text = unquote(text)
+    return _hash_emails(text) if "@" in text else text
+
+
+def scrub(value: object, key: object = None) -> object:
+    """Raw PII out of free-form data, at any depth: emails (in any string or
+    object key, URLs decoded) hashed; values under keys that name an email
+    or a phone dropped; device and order ids kept as they are."""
     if isinstance(value, str):
-        if "@" not in value:
-            return value
-        return _EMAIL_ANYWHERE.sub(lambda m: sha256_hex(m.group(0).lower()), value)
+        return value if key in KEPT_IDS else _scrub_text(value)
     if isinstance(value, dict):
         return {
-            k: scrub(v) for k, v in value.items() if k not in EMAIL_KEYS and k not in PHONE_KEYS
+            _scrub_text(k) if isinstance(k, str) else k: scrub(v, k)
+            for k, v in value.items()
+            if k not in EMAIL_KEYS and not (_phone_key(k) and _phone_like(v))
         }
     if isinstance(value, list):
-        return [scrub(v) for v in value]
+        return [scrub(v, key) for v in value]
     return value
+
+
+def scrub_id(value: object) -> str | None:
+    """A visitor id as stored: an email or a phone number used as an id is
+    hashed (a phone as X hashes it), anything else kept."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    e164 = normalise_phone(text) if text.strip().startswith("+") else None
+    return sha256_hex(e164) if e164 else _scrub_text(text)

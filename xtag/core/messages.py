@@ -385,12 +385,6 @@ def identifiers_of(
     return found, origin
 
 
-def _scrub_id(value: object) -> str | None:
-    if value in (None, ""):
-        return None
-    return identity.scrub(str(value))
-
-
 def _device(context: dict) -> dict | None:
     """context.device with its ids hashed: a device id is as personal as an email."""
     device = context.get("device")
@@ -415,15 +409,15 @@ def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> d
     denied = state == "denied" or (site.require_consent and state != "granted")
     drop = "consent" if denied else None if forwarded_to_x(message) else "integrations"
     found, sources = identifiers_of(message, site, facts)
-    name = message.get("event") if kind == "track" else kind
+    name = identity.scrub(message.get("event")) if kind == "track" else kind
     if kind in ("identify", "group", "alias"):
         name = None
     clean = {
         "type": kind,
         "event": name,
         "messageId": message.get("messageId") or f"xtag-{uuid.uuid4()}",
-        "anonymousId": _scrub_id(message.get("anonymousId")),
-        "userId": _scrub_id(message.get("userId")),
+        "anonymousId": identity.scrub_id(message.get("anonymousId")),
+        "userId": identity.scrub_id(message.get("userId")),
         "timestamp": iso_ms(event_time(message, facts.received_at)),
         "properties": identity.scrub(message.get("properties") or {}),
         "context": identity.scrub(kept_context),
@@ -431,7 +425,7 @@ def prepare(message: dict, kind: str, site: SiteRules, facts: RequestFacts) -> d
     if kind in ("page", "screen") and isinstance(message.get("name"), str):
         clean["name"] = identity.scrub(message["name"])
     if kind == "alias" and message.get("previousId") not in (None, ""):
-        clean["previousId"] = _scrub_id(message["previousId"])
+        clean["previousId"] = identity.scrub_id(message["previousId"])
     return {
         "site_id": site.id,
         "received_at": iso_ms(facts.received_at),
