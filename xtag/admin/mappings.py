@@ -15,6 +15,7 @@ from wtforms.validators import Optional
 
 from xtag.admin.base import ActionForm, bp, errors_into, row_or_404
 from xtag.core.errors import Invalid
+from xtag.core.fields import ID_MAX
 from xtag.extensions import db
 from xtag.models import Connection, Mapping, Pixel, ReceivedEvent, Site
 from xtag.services import changes
@@ -113,7 +114,7 @@ def _sample(site: Site, event_name: str | None = None) -> str:
 def _preview(site: Site, text: str, drafted: Mapping | None, editing: Mapping | None) -> dict:
     try:
         message = json.loads(text or "")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Invalid("the message is not valid JSON", "message") from None
     return preview(site, message, drafted, editing)
 
@@ -210,7 +211,7 @@ def live_preview(site_id: int):
     if not FlaskForm().validate():  # the CSRF token; the draft may be half typed
         abort(400)
     editing = None
-    if request.form.get("mapping_id", "").isdigit():
+    if request.form.get("mapping_id", "").isdigit() and int(request.form["mapping_id"]) <= ID_MAX:
         editing = db.session.get(Mapping, int(request.form["mapping_id"]))
     drafted = draft_error = message_error = result = None
     if (form.event_name.data or "").strip():
