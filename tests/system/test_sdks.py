@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from tests.support.browser import Shop, needs_chromium, received
@@ -103,8 +104,15 @@ def test_an_order_reaches_x_once_with_the_landing_click_id_and_the_email(
 @pytest.mark.parametrize("sdk", ["analytics-next", "rudderstack"])
 def test_a_429_is_retried_by_the_sdk_and_lands(store, tab, work, deliver, fake_x, sdk):
     site = db.session.scalar(select(Site).where(Site.write_key == store.write_key))
-    site.rate_limit = 1  # event per second: the page view takes it, the order waits
+    site.rate_limit = 1  # event per second, with a burst of 10: spent below
     db.session.commit()
+    drained = requests.post(
+        f"{store.collector}/v1/batch",
+        json={"batch": [{"type": "track", "event": "Burst", "anonymousId": "b"}] * 10},
+        auth=(store.write_key, ""),
+        timeout=5,
+    )
+    assert drained.status_code == 200
     calls = "analytics.page();\n" + BUY.split("\n")[1]
     store.raw["landing.html"] = page(sdk, store, calls)
     visitor = tab()

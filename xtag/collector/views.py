@@ -30,7 +30,7 @@ from xtag.core.messages import (
     validate,
 )
 from xtag.pipeline import counters, inbox
-from xtag.services import refusals, writekeys
+from xtag.services import limits, refusals, writekeys
 
 log = logging.getLogger(__name__)
 bp = Blueprint("collector", __name__)
@@ -40,6 +40,16 @@ class Unauthorized(Rejected):
     """No write key, or one no site has."""
 
     code = "unauthorized"
+
+
+class TooManyLookups(Rejected):
+    """An address trying write keys no cache knows, faster than a site would."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ForbiddenOrigin(Rejected):
@@ -120,11 +130,18 @@ def _write_key(body: dict) -> str:
     )
 
 
+def _throttle_lookups() -> None:
+    wait = limits.unknown_key_wait(request.remote_addr)
+    if wait:
+        raise TooManyLookups("too many unknown write keys from this address; retry later", wait)
+
+
 def site_for(write_key: str) -> SiteRules:
     site = writekeys.lookup(
         current_app.extensions["xtag_engine"],
         write_key,
         current_app.config["XTAG_SITE_CACHE_SECONDS"],
+        before_query=_throttle_lookups,
     )
     if site is None:
         raise Unauthorized("unknown write key")
@@ -206,9 +223,12 @@ def _collect(route: str):
     events, refused = _events(body, size, route, site)
     limit = site.rate_limit or current_app.config["XTAG_SITE_RATE_LIMIT"]
     try:
-        entry_id = inbox.accept(events, f"site:{site.id}", limit)
+        entry_id = inbox.accept(events, f"site:{site.id}", limit, request.remote_addr)
     except inbox.OverLimit as exc:
-        message = f"this site sends more than {limit} events per second; retry later"
+        message = (
+            f"this site sends more than {limit} events per second beyond a "
+            f"{inbox.BURST_SECONDS}-second burst (this address the most); retry later"
+        )
         return refusal(message, "rate_limited", exc.retry_after)
     except (redis.RedisError, OSError) as exc:
         log.warning(
@@ -228,7 +248,7 @@ def _endpoint(route: str):
         try:
             return _collect(route)
         except Rejected as exc:
-            return refusal(str(exc), exc.code)
+            return refusal(str(exc), exc.code, getattr(exc, "retry_after", None))
 
     view.__name__ = route
     return view

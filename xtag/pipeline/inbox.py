@@ -17,7 +17,6 @@ from typing import NamedTuple
 import redis
 
 from xtag.core import fastjson
-from xtag.core.windows import window
 from xtag.pipeline.queues import redis_client
 
 STREAM = "xtag:inbox"
@@ -30,17 +29,36 @@ class Entry(NamedTuple):
     events: list[dict]
 
 
-# Count the cost; over the limit, take it back and refuse; else append to the
-# stream. One round trip, so a rate-limited collector costs no extra latency.
-_COUNT_THEN_XADD = """
-local cost = tonumber(ARGV[1])
-local n = redis.call('INCRBY', KEYS[1], cost)
-if n == cost then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-if n > tonumber(ARGV[3]) then
-  redis.call('DECRBY', KEYS[1], cost)
-  return false
+BURST_SECONDS = 10  # a site may send this many seconds of its rate at once
+
+# A token bucket per site (its sustained rate, BURST_SECONDS of it as burst)
+# and one per site and address (half the rate). A request is taken while the
+# site's bucket is not empty, and, once it is under half full, only from an
+# address whose own bucket is not empty: so a flood from one address is
+# refused before the site's other visitors are, and below its rate nobody is
+# refused for their address. A request may take the bucket below zero (one
+# request within the size limits is never refused for its size alone); the
+# next wait until it refills. Then the XADD: one round trip in all.
+_BUCKETS_THEN_XADD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cost, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function level(key, r, cap)
+  local v = redis.call('HMGET', key, 'tokens', 'at')
+  if not v[1] then return cap end
+  return math.min(cap, tonumber(v[1]) + (now - tonumber(v[2])) * r)
 end
-return redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[5])
+local cap, arate = rate * burst, rate / 2
+local acap = arate * burst
+local site, addr = level(KEYS[1], rate, cap), level(KEYS[2], arate, acap)
+if site <= 0 then return {0, tostring(math.ceil((1 - site) / rate))} end
+if site < cap / 2 and addr <= 0 then return {0, tostring(math.ceil((1 - addr) / arate))} end
+local keep = tostring(math.ceil(2 * burst + cost / rate))
+redis.call('HSET', KEYS[1], 'tokens', tostring(site - cost), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], keep)
+redis.call('HSET', KEYS[2], 'tokens', tostring(math.max(addr - cost, -acap)), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[2], keep)
+return {1, redis.call('XADD', KEYS[3], '*', ARGV[4], ARGV[5])}
 """
 
 
@@ -52,25 +70,33 @@ class OverLimit(Exception):
         self.retry_after = retry_after
 
 
-def add(client: redis.Redis, events: list[dict], scope: str = "", per_second: int = 0) -> str:
+def add(
+    client: redis.Redis,
+    events: list[dict],
+    scope: str = "",
+    per_second: int = 0,
+    address: str | None = None,
+) -> str:
     """Append one request's events; a single XADD, so it is all or nothing.
-    With a limit of events `per_second` for `scope`, counted in the same round
-    trip: OverLimit when these events do not fit."""
+    With a rate of events `per_second` for `scope` (a site), checked with the
+    sender's `address` in the same round trip: OverLimit when they must wait."""
     payload = fastjson.dumps(events)
     if not per_second:
         return client.xadd(STREAM, {"events": payload}).decode()
-    key, retry_after = window(scope, 1)
-    entry_id = client.register_script(_COUNT_THEN_XADD)(
-        keys=[key, STREAM], args=[len(events), 2, per_second, "events", payload]
+    keys = [f"xtag:bucket:{scope}", f"xtag:bucket:{scope}:{address or '-'}", STREAM]
+    taken, answer = client.register_script(_BUCKETS_THEN_XADD)(
+        keys=keys, args=[len(events), per_second, BURST_SECONDS, "events", payload]
     )
-    if entry_id is None:
-        raise OverLimit(retry_after)
-    return entry_id.decode()
+    if not taken:
+        raise OverLimit(max(1, int(answer)))
+    return answer.decode()
 
 
-def accept(events: list[dict], scope: str = "", per_second: int = 0) -> str:
+def accept(
+    events: list[dict], scope: str = "", per_second: int = 0, address: str | None = None
+) -> str:
     """The collector's hand-off: `add` on the process's shared Redis client."""
-    return add(redis_client(), events, scope, per_second)
+    return add(redis_client(), events, scope, per_second, address)
 
 
 def ensure_group(client: redis.Redis) -> None:

@@ -9,7 +9,9 @@ import hashlib
 import redis
 
 from xtag.core.windows import window
+from xtag.pipeline.queues import redis_client
 
+UNKNOWN_KEY_LOOKUPS = 120  # per minute and address: write keys no cache knows yet
 LOGIN_FAILURES = 10  # within LOGIN_WINDOW_SECONDS, for an account or from an address
 LOGIN_WINDOW_SECONDS = 15 * 60
 
@@ -61,3 +63,12 @@ def login_failed(client: redis.Redis, email: str, address: str | None) -> None:
 
 def login_succeeded(client: redis.Redis, email: str) -> None:
     client.delete(_login_keys(email, None)[0])
+
+
+def unknown_key_wait(address: str | None) -> int:
+    """Seconds this address must wait before another write key is looked up
+    in the database (made-up keys cost a query each); fails open."""
+    try:
+        return hit(redis_client(), f"key-lookups:{address}", UNKNOWN_KEY_LOOKUPS, 60)
+    except (redis.RedisError, OSError):
+        return 0
