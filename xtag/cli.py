@@ -64,7 +64,10 @@ def ensure_admin() -> None:
     """Make sure an admin exists; a generated password is printed once."""
     email = os.environ.get("XTAG_ADMIN_EMAIL") or "admin@localhost"
     password = os.environ.get("XTAG_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-    user = accounts.ensure_admin(email, password)
+    try:
+        user = accounts.ensure_admin(email, password)
+    except Invalid as exc:
+        raise click.ClickException(f"XTAG_ADMIN_PASSWORD: {exc.message}") from None
     if user is None:
         click.echo("admin user: already set up (log in with the password you were given)")
         return

@@ -239,13 +239,20 @@ def test_a_callback_without_a_flow_in_this_browser_says_so(client, ctx, fake):
     assert not fake.requests
 
 
-def test_only_the_admin_who_started_can_finish(client, ctx, fake):
+def test_only_the_admin_who_started_can_finish(app, client, ctx, fake):
     login(client, "admin")
     location = on_x(start(client, "oauth1"))
-    client.post("/logout")
+    with client.session_transaction() as started:
+        flow_id = started["xtag_connect_flow"]
+    client.post("/logout")  # a new session after logout and login: the flow is not in it
     factories.user("other@example.com", role="admin")
     client.post("/login", data={"email": "other@example.com", "password": "correct horse"})
-    assert "started by another user" in back(client, location)
+    assert "No connection to X was being made in this browser" in back(client, location)
+    other = app.test_client()  # another admin who got hold of the flow's id
+    other.post("/login", data={"email": "other@example.com", "password": "correct horse"})
+    with other.session_transaction() as stolen:
+        stolen["xtag_connect_flow"] = flow_id
+    assert "started by another user" in back(other, location)
     assert not connections() and not fake.calls("oauth1_access_token")
 
 

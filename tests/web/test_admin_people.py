@@ -102,7 +102,10 @@ def test_every_form_refuses_a_post_without_the_csrf_token(app, client, ctx):
     token, _ = tokens.issue(None, marketer)
     app.config["WTF_CSRF_ENABLED"] = True
     posts = [
-        ("/users", {"email": "new@example.com", "role": "marketer", "password": "long enough"}),
+        (
+            "/users",
+            {"email": "new@example.com", "role": "marketer", "password": "long enough, really"},
+        ),
         (f"/users/{marketer.id}", {"action": "role", "r-role": "admin"}),
         (f"/users/{marketer.id}/deactivate", {}),
         ("/tokens", {"user_id": str(admin.id), "name": "ci"}),
@@ -161,7 +164,7 @@ def test_a_generated_password_is_shown_once_and_works(client, ctx):
     [
         ({"email": "not-an-email", "role": "marketer"}, "email", "must be an email address"),
         ({"email": "admin@example.com", "role": "marketer"}, "email", "exists"),
-        ({"email": "c@example.com", "role": "marketer", "password": "short"}, "password", "8"),
+        ({"email": "c@example.com", "role": "marketer", "password": "short"}, "password", "12"),
         ({"email": "c@example.com", "role": "owner"}, "role", "Not a valid choice"),
     ],
 )
@@ -213,7 +216,7 @@ def test_set_a_new_password_given_or_generated(client, ctx):
     login(client)
     dave = factories.user("dave@example.com")
     short = client.post(f"/users/{dave.id}", data={"action": "password", "p-password": "short"})
-    assert "at least 8 characters" in field_errors(short.get_data(as_text=True))[0]
+    assert "at least 12 characters" in field_errors(short.get_data(as_text=True))[0]
     r = client.post(f"/users/{dave.id}", data={"action": "password", "p-password": ""})
     assert r.headers["Cache-Control"] == "no-store"
     password = re.search(r'<code class="secret">([^<]+)</code>', r.get_data(as_text=True)).group(1)
@@ -279,7 +282,7 @@ def test_the_api_allows_it_once_another_active_admin_exists(client, ctx):
     headers = api_token(admin)
     second = client.post(
         "/api/v1/users",
-        json={"email": "second@example.com", "role": "admin", "password": "long enough"},
+        json={"email": "second@example.com", "role": "admin", "password": "long enough, really"},
         headers=headers,
     ).json
     r = client.patch(f"/api/v1/users/{second['id']}", json={"active": False}, headers=headers)
@@ -381,7 +384,12 @@ def test_the_audit_log_shows_changes_made_in_the_admin(client, ctx):
     admin = login(client)
     assert "Nothing changed yet" in client.get("/audit").get_data(as_text=True)
     client.post(
-        "/users", data={"email": "eve@example.com", "role": "marketer", "password": "p" * 9}
+        "/users",
+        data={
+            "email": "eve@example.com",
+            "role": "marketer",
+            "password": "purple monkey dishwasher",
+        },
     )
     eve = db.session.scalar(select(User).where(User.email == "eve@example.com"))
     client.post(f"/users/{eve.id}", data={"action": "role", "r-role": "admin"})
@@ -398,7 +406,7 @@ def test_the_audit_log_shows_changes_made_in_the_admin(client, ctx):
     assert "update" in rows[2] and f'href="/users/{eve.id}">user {eve.id}' in rows[2]
     assert "marketer → admin" in rows[2]
     assert "create" in rows[3] and "eve@example.com" in rows[3] and "changed" in rows[3]
-    assert "p" * 9 not in page
+    assert "purple monkeys" not in page
     only_tokens = client.get("/audit?kind=api_token").get_data(as_text=True)
     assert len(re.findall(r"<tr>\s*<td>20", only_tokens)) == 1
     by_admin = client.get(f"/audit?actor={admin.id}").get_data(as_text=True)
@@ -424,3 +432,46 @@ def test_the_audit_log_pages_by_50_newest_first(client, ctx):
     assert "Newer" in second and "Older" not in second
     assert "No entries match" in client.get("/audit?page=9").get_data(as_text=True)
     assert client.get("/audit?page=nope").status_code == 200
+
+
+@pytest.mark.parametrize("password", ["short", "password1234", "aaaaaaaaaaaaaaaa"])
+def test_weak_new_passwords_are_refused_but_old_ones_still_work(client, ctx, password):
+    login(client)
+    r = client.post(
+        "/users", data={"email": "weak@example.com", "role": "marketer", "password": password}
+    )
+    assert "weak@example.com" not in [u.email for u in db.session.scalars(select(User))]
+    assert "12 characters" in r.get_data(as_text=True) or "most common" in r.get_data(as_text=True)
+    old = factories.user("old@example.com", password="only8chr")  # set before the rule
+    fresh = client.application.test_client()
+    r = fresh.post("/login", data={"email": old.email, "password": "only8chr"})
+    assert r.status_code == 302
+
+
+def test_logout_a_new_password_and_deactivation_end_every_session(app):
+    """Each request in its own app context, as in production (no test ctx)."""
+    with app.app_context():
+        factories.user("boss@example.com", role="admin", password=PASSWORD)
+        user_id = factories.user("m@example.com", password=PASSWORD).id
+    admin, *browsers = [app.test_client() for _ in range(4)]
+    admin.post("/login", data={"email": "boss@example.com", "password": PASSWORD})
+
+    def log_in(browser, password=PASSWORD) -> None:
+        r = browser.post("/login", data={"email": "m@example.com", "password": password})
+        assert r.status_code == 302 and browser.get("/sites").status_code == 200
+
+    for browser in browsers:
+        log_in(browser)
+    browsers[0].post("/logout")  # ends the other browsers' sessions too
+    assert [b.get("/sites").status_code for b in browsers] == [302, 302, 302]
+    log_in(browsers[1])
+    new = "a new passphrase here"
+    admin.post(f"/users/{user_id}", data={"action": "password", "p-password": new})
+    assert browsers[1].get("/sites").status_code == 302
+    log_in(browsers[2], new)
+    admin.post(f"/users/{user_id}", data={"action": "role", "r-role": "admin"})
+    assert browsers[2].get("/sites").status_code == 302
+    log_in(browsers[2], new)
+    admin.post(f"/users/{user_id}/deactivate")
+    assert browsers[2].get("/sites").status_code == 302
+    assert admin.get("/users").status_code == 200  # the admin's own session lives on

@@ -18,31 +18,31 @@ def test_create_user_with_role_and_password(runner, ctx):
             "--role",
             "admin",
             "--password",
-            "long enough",
+            "long enough, really",
         ]
     )
     assert result.exit_code == 0, result.output
     user = db.session.scalar(select(User))
     assert (user.email, user.role, user.active) == ("ann@example.com", "admin", True)
-    assert user.check_password("long enough")
+    assert user.check_password("long enough, really")
 
 
 def test_create_user_prompts_for_the_password(runner, ctx):
     result = runner.invoke(
         args=["xtag", "create-user", "m@example.com", "--role", "marketer"],
-        input="secret pw\nsecret pw\n",
+        input="secret passphrase\nsecret passphrase\n",
     )
     assert result.exit_code == 0, result.output
-    assert db.session.scalar(select(User)).check_password("secret pw")
+    assert db.session.scalar(select(User)).check_password("secret passphrase")
 
 
 def test_create_user_refuses_bad_input(runner, ctx):
     factories.user("dup@example.com")
     cases = [
-        (["dup@example.com", "--role", "admin", "--password", "long enough"], "already exists"),
-        (["not-an-email", "--role", "admin", "--password", "long enough"], "email"),
-        (["x@example.com", "--role", "boss", "--password", "long enough"], "boss"),
-        (["x@example.com", "--role", "admin", "--password", "short"], "8 characters"),
+        (["dup@example.com", "--role", "admin", "--password", "long enough, really"], "already exists"),
+        (["not-an-email", "--role", "admin", "--password", "long enough, really"], "email"),
+        (["x@example.com", "--role", "boss", "--password", "long enough, really"], "boss"),
+        (["x@example.com", "--role", "admin", "--password", "short"], "12 characters"),
     ]
     for args, says in cases:
         result = runner.invoke(args=["xtag", "create-user", *args])
@@ -61,13 +61,13 @@ def test_create_api_token_prints_a_token_that_works(runner, ctx):
 
 def test_ensure_admin_creates_once_from_environment(runner, ctx, monkeypatch):
     monkeypatch.setenv("XTAG_ADMIN_EMAIL", "Boss@Example.com")
-    monkeypatch.setenv("XTAG_ADMIN_PASSWORD", "from the env")
+    monkeypatch.setenv("XTAG_ADMIN_PASSWORD", "from the environment")
     first = runner.invoke(args=["xtag", "ensure-admin"])
-    assert "boss@example.com" in first.output and "from the env" not in first.output
+    assert "boss@example.com" in first.output and "from the environment" not in first.output
     second = runner.invoke(args=["xtag", "ensure-admin"])
     assert "already" in second.output
     [admin] = db.session.scalars(select(User)).all()
-    assert admin.role == "admin" and admin.check_password("from the env")
+    assert admin.role == "admin" and admin.check_password("from the environment")
 
 
 def test_ensure_admin_generates_and_prints_a_password(runner, ctx, monkeypatch):
@@ -151,7 +151,7 @@ def test_users_and_tokens_made_by_the_cli_are_audited(runner, ctx):
             "--role",
             "admin",
             "--password",
-            "long enough",
+            "long enough, really",
         ]
     )
     token = runner.invoke(args=["xtag", "create-api-token", "a@example.com"]).output.strip()
@@ -165,3 +165,11 @@ def test_users_and_tokens_made_by_the_cli_are_audited(runner, ctx):
     assert entries[0].changes["password_hash"] == "changed" and token not in repr(
         [e.changes for e in entries]
     )
+
+
+def test_a_too_short_admin_password_from_the_environment_stops_start_up(runner, ctx, monkeypatch):
+    monkeypatch.setenv("XTAG_ADMIN_PASSWORD", "short")
+    result = runner.invoke(args=["xtag", "ensure-admin"])
+    assert result.exit_code != 0
+    assert "XTAG_ADMIN_PASSWORD: password must be at least 12 characters" in result.output
+    assert db.session.scalars(select(User)).all() == []

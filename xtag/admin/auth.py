@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
@@ -25,7 +25,12 @@ class LoginForm(FlaskForm):
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    """The session's user while the session is of the user's current version
+    (logout, a new password, deactivation or a role change ended it)."""
+    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    if user is None or session.get("version") != user.session_version:
+        return None
+    return user
 
 
 def safe_next(target: str | None) -> str | None:
@@ -61,9 +66,12 @@ def login():
             flash(exc.message, "error")
             return render_template("admin/login.html", form=form), 429
         if user is not None:
+            session.clear()  # a new session, with a new CSRF token
+            g.pop("csrf_token", None)
             login_user(user)
             session.permanent = True  # expires when idle (PERMANENT_SESSION_LIFETIME)
             session["login_at"] = int(time.time())
+            session["version"] = user.session_version
             return redirect(safe_next(request.args.get("next")) or url_for("admin.index"))
         flash("Wrong email or password.", "error")
     return render_template("admin/login.html", form=form)
@@ -71,6 +79,8 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    if current_user.is_authenticated:
+        accounts.logout(current_user)  # every session of this user ends, not only this one
     logout_user()
-    session.pop("login_at", None)
+    session.clear()
     return redirect(url_for("admin.login"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
@@ -23,7 +23,7 @@ from xtag.services import tokens as api_tokens
 from xtag.services.resources import USERS
 
 ROLE_CHOICES = [SelectChoice(role, role) for role in ROLES]
-PASSWORD_HINT = "Password (at least 8 characters; leave empty to generate one)"
+PASSWORD_HINT = "Password (at least 12 characters; leave empty to generate one)"
 
 
 class UserForm(FlaskForm):
@@ -79,6 +79,12 @@ def users():
     return shown_once(html) if created else html
 
 
+def _keep_own_session(row: User) -> None:
+    """A change to one's own account ends one's other sessions, not this one."""
+    if row.id == current_user.id:
+        session["version"] = row.session_version
+
+
 def _user_page(row: User, role_form: RoleForm, password_form: PasswordForm, password=None):
     tokens = db.session.scalar(
         select(func.count(ApiToken.id)).where(
@@ -108,11 +114,13 @@ def user(user_id: int):
     try:
         if action == "role" and role_form.validate_on_submit():
             changes.update(USERS, current_user, row, {"role": role_form.role.data})
+            _keep_own_session(row)
             flash(f"{row.email} is now {row.role}.", "ok")
             return redirect(url_for("admin.user", user_id=row.id))
         if action == "password" and password_form.validate_on_submit():
             password = password_form.password.data or secrets.token_urlsafe(12)
             changes.update(USERS, current_user, row, {"password": password})
+            _keep_own_session(row)
             if password_form.password.data:
                 flash(f"New password set for {row.email}.", "ok")
                 return redirect(url_for("admin.user", user_id=row.id))

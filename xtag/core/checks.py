@@ -130,3 +130,60 @@ def expires_at(credentials: dict) -> datetime | None:
         return datetime.fromtimestamp(float(value), UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
+
+
+PASSWORD_MIN = 12
+# The most common passwords of at least PASSWORD_MIN characters (breach corpora)
+COMMON_PASSWORDS = frozenset(
+    [
+        "123456789012",
+        "1234567890123",
+        "12345678910",
+        "123456789123",
+        "1q2w3e4r5t6y",
+        "qwertyuiop12",
+        "qwertyuiopasdfghjkl",
+        "1qaz2wsx3edc",
+        "passwordpassword",
+        "password1234",
+        "password12345",
+        "password123456",
+        "iloveyou1234",
+        "administrator",
+        "admin1234567",
+        "adminadmin12",
+        "letmein12345",
+        "welcome12345",
+        "changeme1234",
+        "trustno1trustno1",
+        "qwerty123456",
+        "abcdefghijkl",
+        "abc123456789",
+        "000000000000",
+        "111111111111",
+        "123123123123",
+        "aaaaaaaaaaaa",
+        "correcthorsebatterystaple",
+        "monkey123456",
+        "dragon123456",
+        "football1234",
+        "baseball1234",
+        "superman1234",
+        "sunshine1234",
+        "princess1234",
+        "starwars1234",
+        "whatever1234",
+        "qazwsxedcrfv",
+        "zaq12wsxcde3",
+        "asdfghjkl123",
+    ]
+)
+
+
+def password(value: str) -> str:
+    """A new password: long enough, and not one every attacker tries first."""
+    if len(value) < PASSWORD_MIN:
+        raise Invalid(f"password must be at least {PASSWORD_MIN} characters", "password")
+    if value.lower() in COMMON_PASSWORDS or len(set(value)) < 4:
+        raise Invalid("password is one of the most common passwords; choose another", "password")
+    return value

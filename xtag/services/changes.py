@@ -29,6 +29,7 @@ class Kind:
     prepare: Callable[[dict, Any], dict]  # checks beyond field types, and derived values
     secrets: tuple[str, ...] = ()
     check_delete: Callable[[Any], None] | None = None  # raises Invalid to refuse
+    internal: tuple[str, ...] = ()  # set by prepare, not a change anyone made
 
     def dump(self, row: Any) -> dict:
         return self.schema.dump(row)
@@ -51,6 +52,8 @@ def audit(actor: User | None, action: str, kind: str, object_id: object, changes
 def _changes(kind: Kind, before: dict, values: dict) -> dict:
     changed = {}
     for name, value in values.items():
+        if name in kind.internal:
+            continue
         if name in kind.secrets:
             changed[name] = SECRET
         elif before.get(name) != value:

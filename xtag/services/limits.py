@@ -12,7 +12,8 @@ from xtag.core.windows import window
 from xtag.pipeline.queues import redis_client
 
 UNKNOWN_KEY_LOOKUPS = 120  # per minute and address: write keys no cache knows yet
-LOGIN_FAILURES = 10  # within LOGIN_WINDOW_SECONDS, for an account or from an address
+LOGIN_FAILURES = 10  # within LOGIN_WINDOW_SECONDS, for an account from one address
+LOGIN_FAILURES_PER_ADDRESS = 50  # ... for any accounts from one address
 LOGIN_WINDOW_SECONDS = 15 * 60
 
 
@@ -34,35 +35,38 @@ def over(client: redis.Redis, scope: str, limit: int, seconds: int) -> int:
     return retry_after if count is not None and int(count) >= limit else 0
 
 
-def _login_keys(email: str, address: str | None) -> list[str]:
+def _login_keys(email: str, address: str | None) -> list[tuple[str, int]]:
+    """Failures counted per account and address (so nobody can lock the
+    account out for everyone else), and per address (for password spraying)."""
     digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-    keys = [f"xtag:login-failures:account:{digest}"]
-    if address:
-        keys.append(f"xtag:login-failures:address:{address}")
-    return keys
+    return [
+        (f"xtag:login-failures:account:{digest}:{address}", LOGIN_FAILURES),
+        (f"xtag:login-failures:address:{address}", LOGIN_FAILURES_PER_ADDRESS),
+    ]
 
 
 def login_locked_for(client: redis.Redis, email: str, address: str | None) -> int:
     """Seconds until login attempts are allowed again; 0 when they are."""
     keys = _login_keys(email, address)
+    counts = client.mget([key for key, _ in keys])
     waits = [
         client.ttl(key)
-        for key, count in zip(keys, client.mget(keys), strict=True)
-        if count is not None and int(count) >= LOGIN_FAILURES
+        for (key, limit), count in zip(keys, counts, strict=True)
+        if count is not None and int(count) >= limit
     ]
     return max([w for w in waits if w > 0], default=0)
 
 
 def login_failed(client: redis.Redis, email: str, address: str | None) -> None:
     with client.pipeline(transaction=False) as pipe:
-        for key in _login_keys(email, address):
+        for key, _ in _login_keys(email, address):
             pipe.set(key, 0, nx=True, ex=LOGIN_WINDOW_SECONDS)  # the window starts at the first
             pipe.incr(key)
         pipe.execute()
 
 
-def login_succeeded(client: redis.Redis, email: str) -> None:
-    client.delete(_login_keys(email, None)[0])
+def login_succeeded(client: redis.Redis, email: str, address: str | None) -> None:
+    client.delete(_login_keys(email, address)[0][0])
 
 
 def unknown_key_wait(address: str | None) -> int:

@@ -168,7 +168,7 @@ USER = Schema(
         Field(
             "password",
             "string",
-            "at least 8 characters; write-only",
+            "at least 12 characters, not a common one; write-only",
             required=True,
             write_only=True,
         ),
@@ -243,10 +243,10 @@ def _user_values(data: dict, row: User | None) -> dict:
         role, active = values.get("role", row.role), values.get("active", row.active)
         if role != "admin" or not active:
             _keep_an_admin(row, "role" if role != "admin" else "active")
+    if row is not None and {"role", "active", "password"} & set(values):
+        values["session_version"] = row.session_version + 1  # every session of theirs ends
     if "password" in values:
-        password = values.pop("password")
-        if len(password) < 8:
-            raise Invalid("password must be at least 8 characters", "password")
+        password = checks.password(values.pop("password"))
         probe = User()
         probe.set_password(password)
         values["password_hash"] = probe.password_hash
@@ -274,4 +274,6 @@ SITES = Kind("site", Site, SITE, _site_values)
 CONNECTIONS = Kind("connection", Connection, CONNECTION, _connection_values, ("credentials",))
 PIXELS = Kind("pixel", Pixel, PIXEL, _pixel_values)
 MAPPINGS = Kind("mapping", Mapping, MAPPING, _mapping_values)
-USERS = Kind("user", User, USER, _user_values, ("password_hash",), _keep_an_admin)
+USERS = Kind(
+    "user", User, USER, _user_values, ("password_hash",), _keep_an_admin, ("session_version",)
+)

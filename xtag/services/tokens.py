@@ -16,8 +16,8 @@ from xtag.services.changes import audit
 
 NAME_MAX = 100
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-# Wrong tokens an address may present per minute before it must wait: a
-# guessing flood costs one Redis round trip per request, not a database query.
+# Wrong tokens an address may present per minute before it is answered 429;
+# a valid token from the same address still works.
 BAD_TOKENS_PER_MINUTE = 30
 
 
@@ -66,14 +66,11 @@ def authenticate(token: str, address: str | None, per_minute: int) -> User:
     """The user a bearer token belongs to, within `per_minute` requests a
     minute for the token (0: no limits) and BAD_TOKENS_PER_MINUTE wrong
     tokens a minute from the address."""
-    scope = f"api-bad-token:{address}"
-    wait = per_minute and _wait(limits.over, scope, BAD_TOKENS_PER_MINUTE)
-    if wait:
-        raise RateLimited("too many requests with a wrong token from this address; wait", wait)
-    row = ApiToken.find(token)
+    row = ApiToken.find(token)  # first: wrong tokens never lock a valid one out
     if row is None:
-        if per_minute:
-            _wait(limits.hit, scope, BAD_TOKENS_PER_MINUTE)
+        wait = per_minute and _wait(limits.hit, f"api-bad-token:{address}", BAD_TOKENS_PER_MINUTE)
+        if wait:
+            raise RateLimited("too many requests with a wrong token from this address; wait", wait)
         raise Unauthenticated("this token is unknown, revoked, or its user inactive")
     wait = per_minute and _wait(limits.hit, f"api-token:{row.id}", per_minute)
     if wait:
