@@ -104,7 +104,7 @@ def test_every_form_refuses_a_post_without_the_csrf_token(app, client, ctx):
     posts = [
         (
             "/users",
-            {"email": "new@example.com", "role": "marketer", "password": "long enough, really"},
+            {"email": "new@example.com", "role": "marketer", "password": "long enough, yes"},
         ),
         (f"/users/{marketer.id}", {"action": "role", "r-role": "admin"}),
         (f"/users/{marketer.id}/deactivate", {}),
@@ -282,7 +282,7 @@ def test_the_api_allows_it_once_another_active_admin_exists(client, ctx):
     headers = api_token(admin)
     second = client.post(
         "/api/v1/users",
-        json={"email": "second@example.com", "role": "admin", "password": "long enough, really"},
+        json={"email": "second@example.com", "role": "admin", "password": "long enough, yes"},
         headers=headers,
     ).json
     r = client.patch(f"/api/v1/users/{second['id']}", json={"active": False}, headers=headers)
