@@ -39,7 +39,10 @@ def test_create_user_prompts_for_the_password(runner, ctx):
 def test_create_user_refuses_bad_input(runner, ctx):
     factories.user("dup@example.com")
     cases = [
-        (["dup@example.com", "--role", "admin", "--password", "long enough, yes"], "already exists"),
+        (
+            ["dup@example.com", "--role", "admin", "--password", "long enough, yes"],
+            "already exists",
+        ),
         (["not-an-email", "--role", "admin", "--password", "long enough, yes"], "email"),
         (["x@example.com", "--role", "boss", "--password", "long enough, yes"], "boss"),
         (["x@example.com", "--role", "admin", "--password", "short"], "12 characters"),
