@@ -7,6 +7,7 @@ from xtag.admin import (  # noqa: F401  (each module adds its routes to bp)
     auth,
     connections,
     dashboard,
+    deadletters,
     deliveries,
     events,
     mappings,

@@ -21,6 +21,7 @@ from xtag.pipeline.queues import redis_client
 
 STREAM = "xtag:inbox"
 DEAD = "xtag:inbox:dead"
+DEAD_MAX = 10_000  # entries set aside before the worker stops reading new ones
 GROUP = "xtag-workers"
 
 
@@ -147,8 +148,43 @@ def done(client: redis.Redis, entry_ids: list[str]) -> None:
 
 
 def set_aside(client: redis.Redis, entry: Entry, reason: str) -> None:
-    """Keep an entry that cannot be recorded, for an operator to look at."""
+    """Keep an entry that cannot be recorded, for an operator to look at and
+    requeue after a fix. Never trimmed: at DEAD_MAX the worker stops reading."""
     client.xadd(DEAD, {"entry": entry.id, "reason": reason, "events": fastjson.dumps(entry.events)})
+
+
+def set_aside_full(client: redis.Redis) -> bool:
+    """The dead-letter stream is at its cap: take no new entries, lose none."""
+    return client.xlen(DEAD) >= DEAD_MAX
+
+
+def dead(client: redis.Redis, count: int) -> list[dict]:
+    """The entries set aside, oldest first: id, reason, how many events, sites."""
+    found = []
+    for entry_id, fields in client.xrange(DEAD, count=count):
+        events = fastjson.loads(fields[b"events"])
+        found.append(
+            {
+                "id": entry_id.decode(),
+                "reason": fields[b"reason"].decode(),
+                "events": len(events),
+                "sites": sorted({e.get("site_id") for e in events if isinstance(e, dict)}),
+            }
+        )
+    return found
+
+
+def requeue(client: redis.Redis, dead_ids: list[str]) -> int:
+    """Put set-aside entries back in the inbox (after a fix); how many were."""
+    moved = 0
+    for entry_id, fields in client.xrange(DEAD, count=DEAD_MAX):
+        if entry_id.decode() in dead_ids:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.xadd(STREAM, {"events": fields[b"events"]})
+                pipe.xdel(DEAD, entry_id)
+                pipe.execute()
+            moved += 1
+    return moved
 
 
 def depth(client: redis.Redis) -> int:

@@ -87,6 +87,10 @@ class Consumer:
             if entries:
                 return entries
             self._retry_own = False
+        if inbox.set_aside_full(self.client):  # stop rather than lose an entry
+            log.error("intake: %d entries set aside; not reading more", inbox.DEAD_MAX)
+            time.sleep(min(1.0, (block_ms or 0) / 1000))
+            return []
         if time.monotonic() >= self._next_reclaim:
             self._next_reclaim = time.monotonic() + RECLAIM_EVERY_SECONDS
             entries = inbox.reclaim(self.client, self.name, self.read_count, self.claim_idle_ms)

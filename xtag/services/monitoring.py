@@ -35,7 +35,8 @@ def queues(within: float = heartbeat.TTL, client: redis.Redis | None = None) -> 
             pipe.xlen(inbox.STREAM)
             pipe.xrange(inbox.STREAM, count=1)
             pipe.xlen(inbox.DEAD)
-            depth, oldest, dead = pipe.execute()
+            pipe.info("memory")
+            depth, oldest, dead, memory = pipe.execute()
         alive = heartbeat.alive(client, within)
     except (redis.RedisError, OSError):
         return None
@@ -44,7 +45,10 @@ def queues(within: float = heartbeat.TTL, client: redis.Redis | None = None) -> 
         "inbox_depth": depth,
         "inbox_oldest_age_seconds": max(age, 0.0),
         "inbox_dead_entries": dead,
+        "inbox_dead_cap": inbox.DEAD_MAX,
         "workers_alive": len(alive),
+        "redis_used_memory_bytes": memory.get("used_memory", 0),
+        "redis_maxmemory_bytes": memory.get("maxmemory", 0),
     }
 
 
@@ -141,6 +145,8 @@ def readiness(within: float) -> tuple[bool, dict]:
     else:
         checks["redis"] = {"ok": True, "inbox_depth": state["inbox_depth"]}
         checks["workers"] = {"ok": bool(state["workers_alive"]), "alive": state["workers_alive"]}
+        near_cap = state["inbox_dead_entries"] >= inbox.DEAD_MAX * 0.9
+        checks["dead_letters"] = {"ok": not near_cap, "entries": state["inbox_dead_entries"]}
     return all(check["ok"] for check in checks.values()), checks
 
 
@@ -148,7 +154,10 @@ GAUGES = {
     "inbox_depth": "Accepted requests not yet recorded.",
     "inbox_oldest_age_seconds": "Age of the oldest unrecorded request.",
     "inbox_dead_entries": "Requests set aside because they could not be recorded.",
+    "inbox_dead_cap": "Entries set aside before the worker stops reading new ones.",
     "workers_alive": "Workers that reported within XTAG_READY_WORKER_SECONDS.",
+    "redis_used_memory_bytes": "Memory Redis uses (alert well before its maxmemory).",
+    "redis_maxmemory_bytes": "Redis's maxmemory (0: none set).",
     "conversions_waiting": "Conversions not yet taken into a delivery.",
     "conversions_waiting_oldest_age_seconds": "Age of the oldest waiting conversion.",
 }

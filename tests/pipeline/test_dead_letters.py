@@ -1,0 +1,48 @@
+"""Entries the worker cannot record are set aside, never lost (issue 13):
+counted in /metrics, listed for admins with their reason, requeued after a
+fix, and at the cap the worker stops reading rather than trim any."""
+
+from __future__ import annotations
+
+from tests.support import factories
+from tests.support.sending import basic, queued, track
+from tests.support.shop import events
+from tests.support.web import login
+from xtag.extensions import db
+from xtag.models import AuditEntry
+from xtag.pipeline import inbox, queues, worker
+
+
+def broken(site_id: int) -> list[dict]:
+    return [{"site_id": site_id, "message": {"type": "track"}}]  # no messageId, no event
+
+
+def test_set_aside_entries_are_listed_and_requeued(app, client, ctx):
+    site = factories.site()
+    inbox.add(queues.redis_client(), broken(site.id))
+    worker.Consumer(app, name="w").drain()
+    assert queues.redis_client().xlen(inbox.DEAD) == 1
+    login(client, "admin")
+    page = client.get("/dead-letters").get_data(as_text=True)
+    assert "KeyError" in page
+    assert "inbox_dead_entries 1.0" in client.get("/metrics").get_data(as_text=True)
+    r = client.post("/dead-letters/requeue", data={})
+    assert r.status_code == 302
+    assert queues.redis_client().xlen(inbox.DEAD) == 0 and queued() == 1
+    assert db.session.query(AuditEntry).filter_by(action="requeue").count() == 1
+    worker.Consumer(app, name="w").drain()  # still broken: set aside again, not lost
+    assert queues.redis_client().xlen(inbox.DEAD) == 1 and queued() == 0
+
+
+def test_at_the_cap_the_worker_stops_reading_rather_than_lose_one(app, client, ctx, monkeypatch):
+    monkeypatch.setattr(inbox, "DEAD_MAX", 2)
+    site = factories.site()
+    for _ in range(2):
+        inbox.add(queues.redis_client(), broken(site.id))
+    worker.Consumer(app, name="w").drain()
+    assert queues.redis_client().xlen(inbox.DEAD) == 2
+    assert client.post("/v1/track", json=track(), headers=basic(site.write_key)).status_code == 200
+    worker.Consumer(app, name="w").run_once()
+    assert queued() == 1 and events() == []  # waiting, not read, not lost
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and not ready.json["checks"]["dead_letters"]["ok"]
