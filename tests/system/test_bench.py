@@ -41,6 +41,12 @@ BENCHES = [
         marks=needs_wrk,
         id="soak",
     ),
+    pytest.param(
+        "abuse",
+        ["--duration", "3", "--visitors", "2"],
+        ["flood from one address: sent", "other visitors: sent", "made-up write keys"],
+        id="abuse",
+    ),
 ]
 
 
