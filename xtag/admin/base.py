@@ -47,9 +47,14 @@ def row_or_404(model: type, row_id: int, big: bool = False):
 
 
 def id_arg(name: str) -> int | None:
-    """A row id from the query string; anything else is ignored."""
-    value = request.args.get(name, type=int)
-    return value if value is not None and 0 < value <= ID_MAX else None
+    """A row id from the query string, None when not given (or empty); 400
+    for one no column can hold."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) <= ID_MAX:
+        abort(400, f"{name} must be a row id")
+    return int(raw)
 
 
 def shown_once(html: str):
