@@ -3,7 +3,7 @@
 What it measures
     1. Throughput under backlog. `--events` realistic track "Order Completed" events
        (each its own visitor, twclid, hashed email and order_id) are prepared the way
-       the collector prepares them (`messages.validate` + `messages.prepare`) and put into
+       the collector prepares them (`messages.validate` + `events.prepare`) and put into
        the intake stream with the collector's own hand-off (`inbox.add`, one XADD per
        request), `--per-request` events per stream entry (1, the default, is beacon
        traffic: one event per request), BEFORE the worker starts. Then ONE
@@ -93,7 +93,8 @@ from bench.collector import (  # noqa: E402
 )
 from tests.fake_x import FakeX  # noqa: E402
 from xtag import create_app  # noqa: E402
-from xtag.core.messages import RequestFacts, SiteRules, prepare, validate  # noqa: E402
+from xtag.core.events import prepare  # noqa: E402
+from xtag.core.messages import RequestFacts, SiteRules, validate  # noqa: E402
 from xtag.core.times import iso_ms  # noqa: E402
 from xtag.extensions import db  # noqa: E402
 from xtag.models import Connection, Mapping, Pixel, Site  # noqa: E402

@@ -1,6 +1,6 @@
 """The first-party collector: Segment's HTTP Tracking API, spoken natively.
 HTTP only (read, authenticate, check the origin, hand off); its rules live in
-xtag.core.messages, its hand-off in xtag.pipeline.inbox."""
+xtag.core.messages and xtag.core.events, its hand-off in xtag.pipeline.inbox."""
 
 from xtag.collector import sdks  # noqa: F401  (adds the SDK settings routes to bp)
 from xtag.collector.views import bp

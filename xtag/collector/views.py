@@ -1,6 +1,6 @@
 """HTTP edge of the collector: read, authenticate, check origin, hand off.
 
-All rules live in xtag.core.messages; this module only moves data between
+All rules live in xtag.core (messages, events); this module only moves data between
 the request, the site cache and the inbox, and turns refusals into answers.
 """
 
@@ -16,6 +16,7 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from xtag import logs
 from xtag.core import fastjson
+from xtag.core.events import prepare
 from xtag.core.identity import clean_twclid, twclid_from_cookie
 from xtag.core.messages import (
     BATCH_LIMIT,
@@ -26,7 +27,6 @@ from xtag.core.messages import (
     TooLarge,
     decode_body,
     messages_of,
-    prepare,
     validate,
 )
 from xtag.pipeline import counters, inbox

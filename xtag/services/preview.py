@@ -8,8 +8,9 @@ from typing import Any
 
 from xtag.core import mapping
 from xtag.core.errors import Invalid
+from xtag.core.events import prepare
 from xtag.core.fields import Field, Schema
-from xtag.core.messages import Rejected, RequestFacts, prepare, validate
+from xtag.core.messages import Rejected, RequestFacts, validate
 from xtag.extensions import db
 from xtag.models import Mapping, Pixel, Site, utcnow
 from xtag.pipeline.intake import rule, rules_for
