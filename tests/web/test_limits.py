@@ -77,7 +77,7 @@ def test_one_address_flooding_a_site_never_refuses_its_other_visitors(make_app, 
     another visitor sends an event every half second: the visitor always
     gets 200, the flood is refused."""
     site = factories.site(rate_limit=20)
-    client = make_app(XTAG_SITE_CACHE_SECONDS="0").test_client()
+    client = make_app().test_client()  # the write key cached, as in production
     flood, visitor = {"REMOTE_ADDR": "198.51.100.66"}, {"REMOTE_ADDR": "203.0.113.7"}
     started, next_visit = time.monotonic(), 0.0
     flood_codes, visitor_codes = [], []
@@ -91,7 +91,7 @@ def test_one_address_flooding_a_site_never_refuses_its_other_visitors(make_app, 
                         environ_base=flood)  # fmt: skip
         flood_codes.append(r.status_code)
         time.sleep(max(0.0, (len(flood_codes) / 200) - (time.monotonic() - started)))
-    assert len(flood_codes) >= 600  # ~200 a second
+    assert len(flood_codes) >= 400  # 200 a second asked; at least 5 times the limit sent
     assert visitor_codes == [200] * len(visitor_codes) and len(visitor_codes) == 8
     assert flood_codes.count(429) > len(flood_codes) / 2
     assert flood_codes.count(200) <= 20 * 4 + 20 * 10  # at most the rate and its burst
