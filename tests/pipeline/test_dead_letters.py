@@ -46,3 +46,25 @@ def test_at_the_cap_the_worker_stops_reading_rather_than_lose_one(app, client, c
     assert queued() == 1 and events() == []  # waiting, not read, not lost
     ready = client.get("/readyz")
     assert ready.status_code == 503 and not ready.json["checks"]["dead_letters"]["ok"]
+
+
+def test_one_bad_entry_among_many_costs_a_few_retries_not_one_per_entry(
+    app, client, ctx, monkeypatch
+):
+    site = factories.site()
+    for n in range(64):
+        message = {**track(messageId=f"m-{n}"), "type": "track"}
+        assert client.post("/v1/batch", json={"batch": [message]}, headers=basic(site.write_key))
+        if n == 40:
+            inbox.add(queues.redis_client(), broken(site.id))
+    calls = []
+    real = worker.intake.record
+
+    def counted(entries):
+        calls.append(len(entries))
+        return real(entries)
+
+    monkeypatch.setattr(worker.intake, "record", counted)
+    worker.Consumer(app, name="w").drain()
+    assert len(events()) == 64 and queues.redis_client().xlen(inbox.DEAD) == 1
+    assert len(calls) <= 1 + 2 * 7  # halving 65 entries down to the bad one, not 65 retries
