@@ -28,13 +28,6 @@ def hit(client: redis.Redis, scope: str, limit: int, seconds: int, cost: int = 1
     return retry_after if count > limit else 0
 
 
-def over(client: redis.Redis, scope: str, limit: int, seconds: int) -> int:
-    """Like `hit` without counting: 0 while `scope` is under `limit`."""
-    key, retry_after = window(scope, seconds)
-    count = client.get(key)
-    return retry_after if count is not None and int(count) >= limit else 0
-
-
 def _login_keys(email: str, address: str | None) -> list[tuple[str, int]]:
     """Failures counted per account and address (so nobody can lock the
     account out for everyone else), and per address (for password spraying)."""
@@ -69,10 +62,17 @@ def login_succeeded(client: redis.Redis, email: str, address: str | None) -> Non
     client.delete(_login_keys(email, address)[0][0])
 
 
-def unknown_key_wait(address: str | None) -> int:
-    """Seconds this address must wait before another write key is looked up
-    in the database (made-up keys cost a query each); fails open."""
+def per_minute(scope: str, limit: int) -> int:
+    """Count one request against `limit` a minute for `scope`: seconds to
+    wait, 0 when within it; fails open when Redis is down (what it guards
+    works without Redis)."""
     try:
-        return hit(redis_client(), f"key-lookups:{address}", UNKNOWN_KEY_LOOKUPS, 60)
+        return hit(redis_client(), scope, limit, 60)
     except (redis.RedisError, OSError):
         return 0
+
+
+def unknown_key_wait(address: str | None) -> int:
+    """Seconds this address must wait before another write key is looked up
+    in the database (made-up keys cost a query each)."""
+    return per_minute(f"key-lookups:{address}", UNKNOWN_KEY_LOOKUPS)

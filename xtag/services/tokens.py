@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import redis
-
 from xtag.core.errors import Invalid, RateLimited, Unauthenticated
 from xtag.extensions import db
 from xtag.models import ApiToken, User, utcnow
-from xtag.pipeline.queues import redis_client
 from xtag.services import limits
 from xtag.services.changes import audit
 
@@ -52,27 +49,17 @@ def revoke(actor: User | None, rows: list[ApiToken]) -> int:
     return len(live)
 
 
-def _wait(check, scope: str, limit: int) -> int:
-    """`check` (limits.hit counts, limits.over only looks) for a limit per
-    minute: seconds to wait, 0 when within it; limits fail open when Redis is
-    down (the API itself does not need Redis)."""
-    try:
-        return check(redis_client(), scope, limit, 60)
-    except (redis.RedisError, OSError):
-        return 0
-
-
 def authenticate(token: str, address: str | None, per_minute: int) -> User:
     """The user a bearer token belongs to, within `per_minute` requests a
     minute for the token (0: no limits) and BAD_TOKENS_PER_MINUTE wrong
     tokens a minute from the address."""
     row = ApiToken.find(token)  # first: wrong tokens never lock a valid one out
     if row is None:
-        wait = per_minute and _wait(limits.hit, f"api-bad-token:{address}", BAD_TOKENS_PER_MINUTE)
+        wait = per_minute and limits.per_minute(f"api-bad-token:{address}", BAD_TOKENS_PER_MINUTE)
         if wait:
             raise RateLimited("too many requests with a wrong token from this address; wait", wait)
         raise Unauthenticated("this token is unknown, revoked, or its user inactive")
-    wait = per_minute and _wait(limits.hit, f"api-token:{row.id}", per_minute)
+    wait = per_minute and limits.per_minute(f"api-token:{row.id}", per_minute)
     if wait:
         raise RateLimited(f"this token may make {per_minute} requests a minute; wait", wait)
     now = utcnow()
