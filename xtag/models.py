@@ -14,12 +14,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    false,
     select,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -139,6 +141,12 @@ class Site(db.Model):
     require_consent: Mapped[bool] = mapped_column(Boolean, default=False)
     # events per second the collector accepts for this site; None: XTAG_SITE_RATE_LIMIT
     rate_limit: Mapped[int | None] = mapped_column(Integer)
+    # conversions are recorded as deliveries with status 'test', never sent to X
+    test_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the site's own X pixel: the beacon fires it with the server's conversion ids
+    x_pixel_id: Mapped[str | None] = mapped_column(String(32))
+    # alert when no event arrives for this long; None: off
+    silence_alert_hours: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -244,6 +252,8 @@ class ReceivedEvent(db.Model):
     # where each identifier came from: message, cookie, request or (visitor) memory
     sources: Mapped[dict[str, str] | None] = mapped_column(JSON)
     message: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # recorded in test mode (the site's, or a test event): its conversions never reach X
+    test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # What the event debugger shows of the message (scrubbed when it was received)
     @property
@@ -343,7 +353,11 @@ class DeliveryItem(db.Model):
     tied back to the event it came from."""
 
     __tablename__ = "delivery_items"
-    __table_args__ = (Index("ix_delivery_items_waiting", "pixel_key", "delivery_id", "id"),)
+    __table_args__ = (
+        Index("ix_delivery_items_waiting", "pixel_key", "delivery_id", "id"),
+        Index("ix_delivery_items_pixel_created", "pixel_key", "created_at"),
+        Index("ix_delivery_items_pixel_conversion", "pixel_key", "conversion_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     pixel_key: Mapped[int] = mapped_column(ForeignKey("pixels.id", ondelete="CASCADE"))
@@ -360,6 +374,10 @@ class DeliveryItem(db.Model):
     visitor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="waiting")
     error: Mapped[str | None] = mapped_column(Text)
+    # a test conversion (never sent; batched apart from live ones)
+    test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # what X can match it on: core.mapping.match_of bits (twclid, email, phone); 0 weak
+    match: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     delivery: Mapped[Delivery | None] = relationship(back_populates="items")
@@ -377,3 +395,50 @@ class AuditEntry(db.Model):
     object_id: Mapped[str | None] = mapped_column(String(64))
     changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Replay(db.Model):
+    """Received events of a window run again through today's mappings."""
+
+    __tablename__ = "replays"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_name: Mapped[str | None] = mapped_column(String(200))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # running, done, failed
+    events: Mapped[int] = mapped_column(Integer, default=0)  # read so far
+    total: Mapped[int | None] = mapped_column(Integer)  # events in the window
+    conversions: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # per X pixel id
+    skipped: Mapped[int] = mapped_column(Integer, default=0)  # already delivered or queued
+    older_than_48h: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Alert(db.Model):
+    """A condition that started (and maybe ended), and whether the webhook heard of it."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_open", "ended_at", "kind", "subject"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Setting(db.Model):
+    """An install-wide setting set in the admin; secrets encrypted like credentials."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_encrypted: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

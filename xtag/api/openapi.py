@@ -66,15 +66,15 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict) -> dict:
+def json_content(schema: dict) -> dict:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict:
+def errors(*codes: int) -> dict:
     """Error answers; any authenticated operation may also be rate limited."""
     if 401 in codes:
         codes = (*codes, 429)
-    return {str(code): {"description": "error", **_json(_ref("Error"))} for code in codes}
+    return {str(code): {"description": "error", **json_content(_ref("Error"))} for code in codes}
 
 
 def _page_of(name: str) -> dict:
@@ -115,16 +115,16 @@ def _resource_paths(resource) -> dict:
                 "summary": f"List {resource.path}",
                 "parameters": PAGING + filters,
                 "responses": {
-                    "200": {"description": "a page", **_json(_page_of(name))},
-                    **_errors(400, 401),
+                    "200": {"description": "a page", **json_content(_page_of(name))},
+                    **errors(400, 401),
                 },
             },
             "post": {
                 "summary": f"Create a {resource.kind.name}",
-                "requestBody": {"required": True, **_json(_ref(f"{name}Input"))},
+                "requestBody": {"required": True, **json_content(_ref(f"{name}Input"))},
                 "responses": {
-                    "201": {"description": "created", **_json(_ref(name))},
-                    **_errors(400, 401, 403, 409, 422),
+                    "201": {"description": "created", **json_content(_ref(name))},
+                    **errors(400, 401, 403, 409, 422),
                 },
             },
         },
@@ -133,21 +133,21 @@ def _resource_paths(resource) -> dict:
             "get": {
                 "summary": f"Read a {resource.kind.name}",
                 "responses": {
-                    "200": {"description": "found", **_json(_ref(name))},
-                    **_errors(401, 404),
+                    "200": {"description": "found", **json_content(_ref(name))},
+                    **errors(401, 404),
                 },
             },
             "patch": {
                 "summary": f"Change a {resource.kind.name}",
-                "requestBody": {"required": True, **_json(_ref(f"{name}Patch"))},
+                "requestBody": {"required": True, **json_content(_ref(f"{name}Patch"))},
                 "responses": {
-                    "200": {"description": "changed", **_json(_ref(name))},
-                    **_errors(400, 401, 403, 404, 409, 422),
+                    "200": {"description": "changed", **json_content(_ref(name))},
+                    **errors(400, 401, 403, 404, 409, 422),
                 },
             },
             "delete": {
                 "summary": f"Delete a {resource.kind.name}",
-                "responses": {"204": {"description": "deleted"}, **_errors(401, 403, 404)},
+                "responses": {"204": {"description": "deleted"}, **errors(401, 403, 404)},
             },
         },
     }
@@ -158,7 +158,7 @@ def _collector_paths() -> dict:
     answers = {
         "200": {
             "description": "queued (a batch lists the messages it refused, by index)",
-            **_json(
+            **json_content(
                 {
                     "type": "object",
                     "properties": {
@@ -169,7 +169,7 @@ def _collector_paths() -> dict:
             ),
         },
         **{
-            str(code): {"description": text, **_json(COLLECTOR_ERROR)}
+            str(code): {"description": text, **json_content(COLLECTOR_ERROR)}
             for code, text in (
                 (400, "bad input, named"),
                 (401, "missing or unknown write key"),
@@ -204,9 +204,17 @@ def _collector_paths() -> dict:
     return paths
 
 
+# paths declared by the API's other route modules (insights, alerts) at import
+DECLARED: dict[str, dict] = {}
+
+
+def declare(path: str, doc: dict) -> None:
+    DECLARED[path] = doc
+
+
 def document(resources) -> dict:
     schemas = {"Error": ERROR}
-    paths: dict = {}
+    paths: dict = dict(DECLARED)
     for resource in resources:
         schema = resource.kind.schema
         schemas[schema.name] = schema.openapi_output()
@@ -217,14 +225,14 @@ def document(resources) -> dict:
     paths["/api/v1/mappings/preview"] = {
         "post": {
             "summary": "The conversions a message would produce (sends nothing)",
-            "requestBody": {"required": True, **_json(_ref("PreviewRequest"))},
+            "requestBody": {"required": True, **json_content(_ref("PreviewRequest"))},
             "responses": {
-                "200": {"description": "preview", **_json({"type": "object"})},
-                **_errors(400, 401, 404),
+                "200": {"description": "preview", **json_content({"type": "object"})},
+                **errors(400, 401, 404),
             },
         }
     }
-    listing = {"200": {"description": "a page", **_json({"type": "object"})}, **_errors(400, 401)}
+    listing = {"200": {"description": "a page", **json_content({"type": "object"})}, **errors(400, 401)}
     paths["/api/v1/deliveries"] = {
         "get": {
             "summary": "List deliveries",
@@ -251,8 +259,8 @@ def document(resources) -> dict:
         "get": {
             "summary": "A delivery with its attempts and conversions",
             "responses": {
-                "200": {"description": "found", **_json({"type": "object"})},
-                **_errors(401, 404),
+                "200": {"description": "found", **json_content({"type": "object"})},
+                **errors(401, 404),
             },
         },
     }
@@ -261,8 +269,8 @@ def document(resources) -> dict:
         "post": {
             "summary": "Retry a failed delivery (admin)",
             "responses": {
-                "200": {"description": "queued", **_json({"type": "object"})},
-                **_errors(401, 403, 404, 409),
+                "200": {"description": "queued", **json_content({"type": "object"})},
+                **errors(401, 403, 404, 409),
             },
         },
     }
@@ -278,8 +286,8 @@ def document(resources) -> dict:
                 },
             ],
             "responses": {
-                "200": {"description": "queued", **_json({"type": "object"})},
-                **_errors(400, 401, 403),
+                "200": {"description": "queued", **json_content({"type": "object"})},
+                **errors(400, 401, 403),
             },
         }
     }
@@ -302,7 +310,7 @@ def document(resources) -> dict:
             "responses": {
                 "200": {
                     "description": "rotated",
-                    **_json(
+                    **json_content(
                         {
                             "type": "object",
                             "properties": {
@@ -312,7 +320,7 @@ def document(resources) -> dict:
                         }
                     ),
                 },
-                **_errors(400, 401, 403, 404),
+                **errors(400, 401, 403, 404),
             },
         },
     }
@@ -321,8 +329,8 @@ def document(resources) -> dict:
         "get": {
             "summary": "The site's latest refused collector requests, and how many in all",
             "responses": {
-                "200": {"description": "refused requests", **_json(REFUSED)},
-                **_errors(401, 404),
+                "200": {"description": "refused requests", **json_content(REFUSED)},
+                **errors(401, 404),
             },
         },
     }
@@ -345,7 +353,7 @@ def document(resources) -> dict:
         "get": {
             "summary": "Configuration changes (admin)",
             "parameters": PAGING,
-            "responses": {**listing, **_errors(403)},
+            "responses": {**listing, **errors(403)},
         }
     }
     paths.update(_collector_paths())

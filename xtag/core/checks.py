@@ -26,11 +26,29 @@ BASE36 = re.compile(r"^[0-9a-z]{1,32}$")
 LONG_EVENT = re.compile(r"^tw-([0-9a-z]+)-([0-9a-z]+)$")
 
 
-def pixel_id(value: str) -> str:
+def pixel_id(value: str, name: str = "pixel_id") -> str:
     cleaned = value.strip().lower()
     if not BASE36.match(cleaned):
-        raise Invalid("pixel_id must be X's base-36 pixel id, e.g. o8z6j", "pixel_id")
+        raise Invalid(f"{name} must be X's base-36 pixel id, e.g. o8z6j", name)
     return cleaned
+
+
+def site_pixel_id(value: str) -> str:
+    return pixel_id(value, "x_pixel_id")
+
+
+SILENCE_HOURS_MAX = 24 * 366
+
+
+def silence_hours(value: float) -> float:
+    """Hours without events before a site's silence alert: over 0, at most a year."""
+    if not 0 < value <= SILENCE_HOURS_MAX:  # NaN fails both
+        raise Invalid(
+            f"silence_alert_hours must be over 0 and at most {SILENCE_HOURS_MAX} "
+            "(null: no alert)",
+            "silence_alert_hours",
+        )
+    return float(value)
 
 
 def x_event_id(value: str, pixel: str | None = None) -> str:

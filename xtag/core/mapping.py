@@ -138,6 +138,16 @@ def identifiers(found: dict[str, str]) -> list[dict] | None:
     return strong + ([device] if device else [])
 
 
+# what a conversion carries that X matches on best, as bits (0: IP + user agent only)
+MATCH_BITS = {"twclid": 1, "hashed_email": 2, "hashed_phone_number": 4}
+
+
+def match_of(conversion: dict) -> int:
+    """The match bits of a conversion's identifiers (see MATCH_BITS)."""
+    present = {key for part in conversion.get("identifiers", ()) for key in part}
+    return sum(bit for key, bit in MATCH_BITS.items() if key in present)
+
+
 def _defaults(message: dict) -> dict[str, object]:
     props = message.get("properties") or {}
     products = contents(props.get("products"))

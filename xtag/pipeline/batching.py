@@ -71,7 +71,7 @@ def claim(pixel_key: int) -> int | None:
     the batch window; otherwise a flush is scheduled for then.
     """
     rows = db.session.execute(
-        select(DeliveryItem.id, DeliveryItem.created_at, DeliveryItem.visitor)
+        select(DeliveryItem.id, DeliveryItem.created_at, DeliveryItem.visitor, DeliveryItem.test)
         .where(DeliveryItem.pixel_key == pixel_key, DeliveryItem.delivery_id.is_(None))
         .order_by(DeliveryItem.id)
         .limit(BATCH_MAX)
@@ -80,6 +80,8 @@ def claim(pixel_key: int) -> int | None:
     if not rows:
         db.session.rollback()
         return None
+    test = rows[0].test  # test and live conversions never share a batch
+    rows = [r for r in rows if r.test == test]
     if len(rows) < BATCH_MAX and rows[0].created_at + _window() > utcnow():
         db.session.rollback()  # the worker that buffered these flushes them when due
         return None
@@ -91,13 +93,14 @@ def claim(pixel_key: int) -> int | None:
         db.session.commit()  # what was dropped; what waits is flushed when due
         return None
     pixel = db.session.get(Pixel, pixel_key)
-    delivery = Delivery(pixel_key=pixel_key, connection_id=pixel.connection_id, status="pending")
+    status = "test" if test else "pending"
+    delivery = Delivery(pixel_key=pixel_key, connection_id=pixel.connection_id, status=status)
     db.session.add(delivery)
     db.session.flush()
     taken = db.session.execute(
         update(DeliveryItem)
         .where(DeliveryItem.id.in_(claimable.take), DeliveryItem.delivery_id.is_(None))
-        .values(delivery_id=delivery.id, status="sending")
+        .values(delivery_id=delivery.id, status="test" if test else "sending")
     ).rowcount
     if not taken:
         db.session.rollback()
@@ -119,7 +122,7 @@ def deliver_pixel(pixel_key: int) -> int:
         return 0
     sent = 0
     while (delivery_id := claim(pixel_key)) is not None:
-        send(delivery_id)
+        send(delivery_id)  # a test delivery is only recorded
         sent += 1
     return sent
 

@@ -77,7 +77,10 @@ def _learn(identifiers: dict[int, list[dict]]) -> None:
         db.session.execute(
             update(DeliveryItem)
             .where(DeliveryItem.id == item_id)
-            .values(conversion={**conversion, "identifiers": identifiers[item_id]})
+            .values(
+                conversion={**conversion, "identifiers": identifiers[item_id]},
+                match=mapping.match_of({"identifiers": identifiers[item_id]}),
+            )
         )
 
 
@@ -109,9 +112,7 @@ def _resolve(event_ids: list[int], outcome: str, reason: str | None) -> None:
     ).all()
     if not waiting:
         return
-    values = {"outcome": outcome, "reason": reason}
-    if outcome == "dropped":
-        values["pixels"] = []
+    values = {"outcome": outcome, "reason": reason}  # pixels: those it was meant for
     db.session.execute(
         update(ReceivedEvent).where(ReceivedEvent.id.in_([w.id for w in waiting])).values(**values)
     )

@@ -34,6 +34,11 @@ def rules_for(site_ids: set[int]) -> dict[tuple[int, str], list[mapping.Rule]]:
     return rules
 
 
+def test_sites(site_ids: set[int]) -> set[int]:
+    """Of these sites, those in test mode now (the mode an event is recorded in)."""
+    return set(db.session.scalars(select(Site.id).where(Site.id.in_(site_ids), Site.test_mode)))
+
+
 def record(entries: list[inbox.Entry]) -> batching.Due:
     """Record inbox entries: each event with its outcome, and the conversions
     it produced waiting for their batch, in one transaction. Returns the
@@ -45,7 +50,9 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
     verdicts = visitors.duplicates(client, pairs)
     events = [event for _, event in pairs]
     visitors.recall(client, events)
-    rules = rules_for({e["site_id"] for e in events})
+    site_ids = {e["site_id"] for e in events}
+    rules = rules_for(site_ids)
+    testing = test_sites(site_ids)
     rows, results = [], []
     last_seen: dict[int, datetime] = {}
     for event, duplicate in zip(events, verdicts, strict=True):
@@ -69,6 +76,7 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
                 "identifiers": event["identifiers"],
                 "sources": event.get("sources") or {},
                 "message": message,
+                "test": bool(event.get("test")) or event["site_id"] in testing,
             }
         )
         results.append(result)
@@ -87,9 +95,11 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
             "conversion": conversion,
             "visitor": binding.pending(event, conversion),
             "status": "waiting",
+            "test": row["test"],
+            "match": mapping.match_of(conversion),
             "created_at": buffered_at,  # the batch window runs from here
         }
-        for event_id, event, result in zip(ids, events, results, strict=True)
+        for event_id, event, row, result in zip(ids, events, rows, results, strict=True)
         if result
         for rule, conversion in result.conversions
     ]

@@ -261,11 +261,46 @@ def _take(delivery: Delivery) -> bool:
     return bool(taken)
 
 
+TEST_NOTE = "test mode: recorded, not sent to X"
+
+
+def _record_test(delivery: Delivery) -> None:
+    """A test batch: the exact request X would get, logged as its one attempt."""
+    items = db.session.execute(
+        select(DeliveryItem.conversion)
+        .where(DeliveryItem.delivery_id == delivery.id)
+        .order_by(DeliveryItem.id)
+    ).scalars()
+    conversions = list(items)
+    delivery.last_error = TEST_NOTE
+    db.session.add(
+        DeliveryAttempt(
+            delivery_id=delivery.id,
+            number=1,
+            conversions=len(conversions),
+            request_body=client.body_of(conversions),
+            error=TEST_NOTE,
+            duration_ms=0,
+        )
+    )
+    db.session.commit()
+    log.info(
+        "delivery %s pixel %s: %d test conversions recorded, not sent",
+        delivery.id, delivery.pixel_key, len(conversions),
+        extra={"fields": {"delivery": delivery.id, "pixel": delivery.pixel_key, "test": True}},
+    )  # fmt: skip
+
+
 def send(delivery_id: int) -> str:
-    """Send a delivery's outstanding conversions; returns its new status."""
+    """Send a delivery's outstanding conversions; returns its new status.
+    A test delivery is recorded with the request it would be, never sent."""
     delivery = db.session.get(Delivery, delivery_id)
     if delivery is None or delivery.status in ("delivered", "partial", "failed"):
         return delivery.status if delivery else "missing"
+    if delivery.status == "test":
+        if not delivery.attempt_log:
+            _record_test(delivery)
+        return delivery.status
     connection = delivery.pixel.connection
     if connection is None:
         _give_up(delivery.id, "the pixel has no connection to X")

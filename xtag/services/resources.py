@@ -58,6 +58,30 @@ SITE = Schema(
             example=1000,
         ),
         Field(
+            "test_mode",
+            "boolean",
+            "conversions are built and recorded as deliveries with status 'test'; "
+            "nothing is sent to X",
+        ),
+        Field(
+            "x_pixel_id",
+            "string",
+            "the site's X pixel: the beacon fires it with the conversion id the server "
+            "sends, so X counts the conversion once (null: off)",
+            nullable=True,
+            max_length=32,
+            check=checks.site_pixel_id,
+            example="o8z6j",
+        ),
+        Field(
+            "silence_alert_hours",
+            "number",
+            "alert when no event arrives for this many hours (null: off)",
+            nullable=True,
+            check=checks.silence_hours,
+            example=6,
+        ),
+        Field(
             "last_event_at",
             "string",
             "when the collector last recorded an event",
