@@ -232,7 +232,10 @@ def document(resources) -> dict:
             },
         }
     }
-    listing = {"200": {"description": "a page", **json_content({"type": "object"})}, **errors(400, 401)}
+    listing = {
+        "200": {"description": "a page", **json_content({"type": "object"})},
+        **errors(400, 401),
+    }
     paths["/api/v1/deliveries"] = {
         "get": {
             "summary": "List deliveries",

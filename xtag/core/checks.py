@@ -44,8 +44,7 @@ def silence_hours(value: float) -> float:
     """Hours without events before a site's silence alert: over 0, at most a year."""
     if not 0 < value <= SILENCE_HOURS_MAX:  # NaN fails both
         raise Invalid(
-            f"silence_alert_hours must be over 0 and at most {SILENCE_HOURS_MAX} "
-            "(null: no alert)",
+            f"silence_alert_hours must be over 0 and at most {SILENCE_HOURS_MAX} (null: no alert)",
             "silence_alert_hours",
         )
     return float(value)
