@@ -419,6 +419,15 @@ class Replay(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    @property
+    def warning(self) -> str | None:
+        if not self.older_than_48h:
+            return None
+        return (
+            f"{self.older_than_48h} of these conversions happened more than 48 hours ago: "
+            "X cannot count them once with its browser pixel, and may not attribute them"
+        )
+
 
 class Alert(db.Model):
     """A condition that started (and maybe ended), and whether the webhook heard of it."""

@@ -23,7 +23,7 @@ OVERDUE_SECONDS = 10
 FLUSH_JOB = "xtag.pipeline.jobs.deliver_pixel"
 
 
-def _window() -> timedelta:
+def window() -> timedelta:
     return timedelta(milliseconds=current_app.config["XTAG_BATCH_WINDOW_MS"])
 
 
@@ -82,13 +82,13 @@ def claim(pixel_key: int) -> int | None:
         return None
     test = rows[0].test  # test and live conversions never share a batch
     rows = [r for r in rows if r.test == test]
-    if len(rows) < BATCH_MAX and rows[0].created_at + _window() > utcnow():
+    if len(rows) < BATCH_MAX and rows[0].created_at + window() > utcnow():
         db.session.rollback()  # the worker that buffered these flushes them when due
         return None
-    claimable = binding.complete(rows, _window())
+    claimable = binding.complete(rows, window())
     if claimable.wait:  # unidentified and young: settled once they have waited a window
         oldest = min(r.created_at for r in rows if r.id in set(claimable.wait))
-        flush(pixel_key, at=oldest + _window())
+        flush(pixel_key, at=oldest + window())
     if not claimable.take:
         db.session.commit()  # what was dropped; what waits is flushed when due
         return None
@@ -143,7 +143,7 @@ def sweep() -> int:
     ).all()
     for delivery in stuck:  # RQ's scheduler may be held by a dead worker's lock
         retry_later(delivery, utcnow())
-    late = utcnow() - 2 * _window() - timedelta(seconds=1)
+    late = utcnow() - 2 * window() - timedelta(seconds=1)
     pixels = db.session.scalars(
         select(DeliveryItem.pixel_key)
         .where(DeliveryItem.delivery_id.is_(None), DeliveryItem.created_at < late)

@@ -3,7 +3,7 @@ contract with jobs already queued: add keyword arguments with defaults only."""
 
 from __future__ import annotations
 
-from xtag.pipeline import batching, sending
+from xtag.pipeline import batching, replaying, sending
 
 
 def deliver_pixel(pixel_key: int) -> int:
@@ -14,3 +14,8 @@ def deliver_pixel(pixel_key: int) -> int:
 def retry_delivery(delivery_id: int) -> str:
     """Send a delivery's outstanding conversions again."""
     return sending.send(delivery_id)
+
+
+def run_replay(replay_id: int) -> str:
+    """Run a queued replay of received events through today's mappings."""
+    return replaying.run_queued(replay_id)

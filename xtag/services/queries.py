@@ -79,6 +79,7 @@ EVENT = Schema(
         Field("page_url", "string"),
         Field("library", "object"),
         Field("properties", "object"),
+        Field("test", "boolean"),
     ),
 )
 AUDIT = Schema(
