@@ -95,9 +95,7 @@ def test_test_and_live_conversions_of_a_shared_pixel_never_share_a_batch(
     assert sorted(c["conversion_id"] for c in fake_x.accepted()) == by_status["delivered"]
 
 
-def test_a_test_event_on_a_live_site_is_recorded_and_never_reaches_x(
-    x_app, ctx, fake_x, deliver
-):
+def test_a_test_event_on_a_live_site_is_recorded_and_never_reaches_x(x_app, ctx, fake_x, deliver):
     site = setup_shop(fake_x)
     message_id = sites.send_test_event(site)
     deliver()

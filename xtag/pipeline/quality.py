@@ -17,7 +17,7 @@ from xtag.extensions import db
 from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, utcnow
 
 KEYS = tuple(MATCH_BITS)  # twclid, hashed_email, hashed_phone_number
-ADVICE_MIN = 20  # conversions of an event before it gets advice
+ADVICE_MIN = 5  # conversions of an event before it gets advice
 ADVICE_SHARE = 0.2  # missing from more than this share: worth saying
 ADVICE = {
     "hashed_email": "carry no email: send identify with the email after login or checkout",
@@ -39,10 +39,14 @@ class Day:
 
     @property
     def score(self) -> float | None:
-        """Percent of conversions with a twclid, email or phone; None without any."""
-        if not self.conversions:
+        """Percent of the pixel's conversions with a twclid, email or phone.
+        X refuses conversions with only IP + user agent, so xtag drops them
+        (dropped_no_identifier) rather than send them: they count against
+        the score as conversions lost. None when there were none."""
+        made = self.conversions + self.dropped_no_identifier
+        if not made:
             return None
-        return round(100 * (self.conversions - self.weak_only) / self.conversions, 1)
+        return round(100 * (self.conversions - self.weak_only) / made, 1)
 
     def add(self, other: Day) -> None:
         self.conversions += other.conversions
