@@ -44,5 +44,22 @@
     },
     options: Object.assign({ scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } }, common)
   });
+  (data.quality || []).forEach(function (pixel, i) {
+    draw("quality-chart-" + i, {
+      type: "bar",
+      data: {
+        labels: pixel.days.map(function (d) { return d.day.slice(5); }),
+        datasets: [
+          { type: "line", label: "score %", yAxisID: "score", borderColor: colors.received,
+            backgroundColor: colors.received, data: pixel.days.map(function (d) { return d.score; }) },
+          { label: "click id", data: pixel.days.map(function (d) { return d.with.twclid; }), backgroundColor: "#137333" },
+          { label: "email", data: pixel.days.map(function (d) { return d.with.hashed_email; }), backgroundColor: "#5e35b1" },
+          { label: "dropped", data: pixel.days.map(function (d) { return d.dropped_no_identifier; }), backgroundColor: colors.dropped }
+        ]
+      },
+      options: Object.assign({ scales: { y: { beginAtZero: true, ticks: { precision: 0 } },
+        score: { position: "right", min: 0, max: 100, grid: { drawOnChartArea: false } } } }, common)
+    });
+  });
   document.body.classList.add("charts-on");
 })();

@@ -171,7 +171,9 @@ def status() -> None:
 @click.argument("event")
 @click.option("--url", default=None, help="collector base URL (default: this app, in-process)")
 def send_test_event(site_id: int, event: str, url: str | None) -> None:
-    """Send a sample track message for SITE through the collector."""
+    """Send a sample track message for SITE through the collector: a live
+    event, which reaches X when EVENT is mapped (the admin's "Send a test
+    event" is flagged as a test and never does)."""
     site = db.session.get(Site, site_id)
     if site is None:
         raise click.ClickException(f"no site with id {site_id}")

@@ -219,7 +219,7 @@ FOR_EVERYONE = {
     "admin.login", "admin.logout", "admin.index", "admin.sites", "admin.site", "admin.events",
     "admin.deliveries", "admin.delivery_detail", "admin.mappings", "admin.mapping_edit",
     "admin.mapping_change", "admin.live_preview", "admin.sample", "admin.pixel_edit",
-    "admin.pixel_delete",
+    "admin.pixel_delete", "admin.site_test_event",
 }  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from xtag.admin import (  # noqa: F401  (each module adds its routes to bp)
     deliveries,
     events,
     mappings,
+    replays,
     sites,
     users,
 )

@@ -33,9 +33,18 @@ class SiteForm(FlaskForm):
     rate_limit = StringField(
         "Rate limit (events per second; empty: the server's default)", validators=[Optional()]
     )
+    test_mode = BooleanField("Test mode: record conversions as test deliveries, send nothing to X")
+    x_pixel_id = StringField(
+        "This site's own X pixel id, to count pixel and server conversions once (empty: off)",
+        validators=[Optional()],
+    )
+    silence_alert_hours = StringField(
+        "Alert when no event arrives for this many hours (empty: off)", validators=[Optional()]
+    )
 
     def data_for_service(self) -> dict:
         limit = (self.rate_limit.data or "").strip()
+        silence = (self.silence_alert_hours.data or "").strip()
         return {
             "name": self.name.data or "",
             "allowed_origins": [
@@ -44,7 +53,21 @@ class SiteForm(FlaskForm):
             "default_phone_region": (self.default_phone_region.data or "").strip() or None,
             "require_consent": bool(self.require_consent.data),
             "rate_limit": int(limit) if limit.isdigit() else limit or None,
+            "test_mode": bool(self.test_mode.data),
+            "x_pixel_id": (self.x_pixel_id.data or "").strip() or None,
+            "silence_alert_hours": _number(silence),
         }
+
+
+def _number(text: str) -> float | str | None:
+    """A typed number as the service takes it; anything else as typed, for
+    the service to refuse with its own message."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 @functools.cache
@@ -103,7 +126,24 @@ def site(site_id: int):
         refused=refusals.latest_or_none(row.id),
         action_form=ActionForm(),
         now_ts=time.time(),
+        test_events=sites_service.mapped_events(row),
     )
+
+
+@bp.route("/sites/<int:site_id>/test-event", methods=["POST"])
+@login_required
+def site_test_event(site_id: int):
+    """A real event through the collector, flagged as a test: never sent to X."""
+    row = row_or_404(Site, site_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    message_id = sites_service.send_test_event(row, request.form.get("event_name"))
+    flash(
+        f"Test event {message_id} sent. It shows in the debugger within seconds, with the "
+        "test delivery it became; nothing is sent to X.",
+        "ok",
+    )
+    return redirect(url_for("admin.events", site_id=row.id))
 
 
 @bp.route("/sites/<int:site_id>/rotate-write-key", methods=["POST"])

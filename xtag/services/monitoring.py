@@ -16,8 +16,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from xtag.extensions import db
-from xtag.models import Connection, Delivery, DeliveryItem, Pixel, ReceivedEvent, utcnow
-from xtag.pipeline import heartbeat, inbox
+from xtag.models import (
+    Connection,
+    Delivery,
+    DeliveryItem,
+    Mapping,
+    Pixel,
+    ReceivedEvent,
+    Site,
+    utcnow,
+)
+from xtag.pipeline import heartbeat, inbox, quality
 from xtag.pipeline.queues import redis_client
 
 HOURS = 24
@@ -106,7 +115,7 @@ def last_day(now: datetime | None = None) -> dict:
     for pixel_id, status, count in session.execute(
         select(Pixel.pixel_id, DeliveryItem.status, func.count())
         .join(Pixel, Pixel.id == DeliveryItem.pixel_key)
-        .where(DeliveryItem.created_at > since)
+        .where(DeliveryItem.created_at > since, DeliveryItem.test.is_(False))
         .group_by(Pixel.pixel_id, DeliveryItem.status)
     ):
         row = conversions.setdefault(pixel_id, {"delivered": 0, "failed": 0, "pending": 0})
@@ -125,6 +134,54 @@ def last_day(now: datetime | None = None) -> dict:
         "failures": failures,
         "unhealthy": unhealthy,
     }
+
+
+FIRST_RUN = ("connection", "site", "mapping", "first_event", "first_conversion")
+QUALITY_DAYS = 7
+QUALITY_PIXELS = 12  # the dashboard's panel; the API has every pixel
+
+
+def _exists(query) -> bool:
+    return db.session.scalar(select(query.exists())) or False
+
+
+def first_run() -> dict[str, bool] | None:
+    """The first-run checklist, ticked from real data; None once the install
+    has delivered its first conversion (then the checklist is done with)."""
+    delivered = _exists(
+        select(DeliveryItem.id).where(
+            DeliveryItem.status == "delivered", DeliveryItem.test.is_(False)
+        )
+    )
+    if delivered:
+        return None
+    return {
+        "connection": _exists(select(Connection.id)),
+        "site": _exists(select(Site.id)),
+        "mapping": _exists(select(Mapping.id)),
+        # an event from a page or server (a test event from the admin is not a snippet)
+        "first_event": _exists(select(ReceivedEvent.id).where(ReceivedEvent.test.is_(False))),
+        "first_conversion": False,
+    }
+
+
+def match_quality() -> list[dict]:
+    """Each pixel's last week of match quality, for the dashboard's panel."""
+    panel = []
+    pixels = db.session.scalars(select(Pixel).order_by(Pixel.id).limit(QUALITY_PIXELS)).all()
+    for pixel in pixels:
+        days = quality.daily(pixel, QUALITY_DAYS)
+        window = quality.total(days)
+        panel.append(
+            {
+                "pixel_id": pixel.pixel_id,
+                "name": pixel.name,
+                "window": window.as_json(),
+                "days": [day.as_json() for day in days],
+                "advice": quality.advice(window),
+            }
+        )
+    return panel
 
 
 def readiness(within: float) -> tuple[bool, dict]:
