@@ -1,8 +1,10 @@
-"""The admin in real Chromium, walked as new users would: an admin connects
-an X account and adds a marketer; the marketer adds a site, installs its
-snippet, maps an event (wrongly at first), watches a real beacon event in
-the debugger, fixes the mapping with the live preview, and sees the
-conversion delivered. CSRF is on, as in production.
+"""The admin in real Chromium, walked as new users would: an admin follows
+the first-run checklist to connect an X account and adds a marketer; the
+marketer adds a site, installs its snippet, maps an event (wrongly at
+first), tries it in test mode with a test event, watches a real beacon
+event in the debugger, fixes the mapping with the live preview, and sees
+the conversion delivered and its match quality. CSRF is on, as in
+production.
 
 Screenshots go to a temporary directory, or to XTAG_SCREENSHOTS (the README's
 come from `XTAG_SCREENSHOTS=docs/screenshots make test`)."""
@@ -120,10 +122,14 @@ def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium
     factories.user("admin@example.com", role="admin", password=PASSWORD)
     db.session.remove()
 
-    # The admin connects the X account by signing in on X, and adds a marketer.
+    # The dashboard leads the way; the admin connects the X account by
+    # signing in on X, and adds a marketer.
     admin = Browser(chromium, live_server, shots)
     admin.log_in("admin@example.com")
-    admin.nav("Connections")
+    checklist = admin.page.locator(".checklist")
+    assert checklist.locator("li.done").count() == 0 and checklist.locator("li").count() == 5
+    admin.shot("first-run")
+    admin.page.click(".checklist a:text('Connect an X account')")
     admin.page.click("button:text('Connect with OAuth 1.0a')")
     admin.page.fill("input[name=name]", "Brand account")
     admin.page.fill("input[name=consumer_key]", x.consumer_key)
@@ -163,6 +169,32 @@ def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium
     marketer.page.fill("input[name=m-x_event_id]", EVENT)
     marketer.page.click("button:text('Add mapping')")
     assert "Mapping added" in marketer.flash()
+
+    # Test mode: a test event becomes a test delivery; nothing reaches X.
+    marketer.nav("Sites")
+    marketer.page.click("a:text('Shop')")
+    marketer.page.check("input[name=test_mode]")
+    marketer.page.click("button:text('Save')")
+    assert "TEST MODE" in marketer.page.inner_text("h1")
+    marketer.page.click("button:text('Send a test event')")
+    assert "Test event" in marketer.flash()
+    deliver()
+    marketer.page.reload()
+    debugger = marketer.page.locator("#events-live")
+    debugger.locator(".badge.test").first.wait_for()
+    assert "Purchase" in debugger.inner_text() and "forwarded" in debugger.inner_text()
+    marketer.shot("test-event")
+    marketer.nav("Delivery log")
+    assert "test" in marketer.page.inner_text("table")
+    assert x.accepted() == []
+    marketer.nav("Dashboard")
+    ticked = marketer.page.locator(".checklist li.done").all_inner_texts()
+    assert len(ticked) == 3 and not any("snippet" in t for t in ticked)
+    marketer.nav("Sites")
+    marketer.page.click("a:text('Shop')")
+    marketer.page.uncheck("input[name=test_mode]")
+    marketer.page.click("button:text('Save')")
+    assert "TEST MODE" not in marketer.page.inner_text("h1")
 
     # The shop sends a real order with the beacon: it is recorded, but unmapped.
     shop.pages["order.html"] = (
@@ -214,6 +246,9 @@ def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium
         worker.Consumer(app, name="walkthrough").heartbeat()  # deliver() is this test's worker
         marketer.nav("Dashboard")
         marketer.page.wait_for_selector("body.charts-on")
+        assert marketer.page.locator(".checklist").count() == 0  # the first conversion is in
+        quality = marketer.page.locator(f"[data-pixel='{PIXEL}']")
+        assert "100.0%" in quality.inner_text()
         marketer.shot("dashboard")
     finally:
         visitor.close()
