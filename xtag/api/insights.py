@@ -115,7 +115,7 @@ openapi.declare(
                     "description": "counted (dry run) or queued",
                     **openapi.json_content(replays.REPLAY.openapi_output()),
                 },
-                **openapi.errors(400, 401, 403),
+                **openapi.errors(400, 401, 403, 422),
             },
         },
         "get": {
