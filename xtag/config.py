@@ -17,7 +17,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 from xtag.core import fastjson
-from xtag.pipeline import retention
+from xtag.core.errors import Invalid
+from xtag.pipeline import alerts, retention
 
 
 class ConfigError(RuntimeError):
@@ -74,6 +75,15 @@ def _int_list(environ, name: str, default: str) -> list[int]:
     if not values or any(v < 0 for v in values):
         raise ConfigError(f"{name} must list at least one non-negative number of seconds")
     return values
+
+
+def _webhook_url(environ, name: str) -> str | None:
+    """An http(s) URL, or None when unset; the error never repeats it (a secret)."""
+    raw = (environ.get(name) or "").strip()
+    try:
+        return alerts.check_webhook_url(raw) if raw else None
+    except Invalid:
+        raise ConfigError(f"{name} must be an http or https URL") from None
 
 
 def _instance_secret(instance: Path, filename: str, make) -> str:
@@ -159,6 +169,7 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_TRUSTED_PROXIES": _int(environ, "XTAG_TRUSTED_PROXIES", 0),
         "XTAG_SITE_CACHE_SECONDS": _int(environ, "XTAG_SITE_CACHE_SECONDS", 10),
         "XTAG_WRITE_KEY_GRACE_HOURS": _int(environ, "XTAG_WRITE_KEY_GRACE_HOURS", 24),
+        "XTAG_ALERT_WEBHOOK_URL": _webhook_url(environ, "XTAG_ALERT_WEBHOOK_URL"),
         "XTAG_X_TIMEOUT_SECONDS": _int(environ, "XTAG_X_TIMEOUT_SECONDS", 30, minimum=1),
         "XTAG_INBOX_CLAIM_MS": _int(environ, "XTAG_INBOX_CLAIM_MS", 60_000, minimum=1),
         "XTAG_STALE_SENDING_SECONDS": _int(environ, "XTAG_STALE_SENDING_SECONDS", 180, minimum=1),

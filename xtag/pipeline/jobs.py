@@ -3,7 +3,7 @@ contract with jobs already queued: add keyword arguments with defaults only."""
 
 from __future__ import annotations
 
-from xtag.pipeline import batching, replaying, sending
+from xtag.pipeline import alerts, batching, replaying, sending
 
 
 def deliver_pixel(pixel_key: int) -> int:
@@ -19,3 +19,8 @@ def retry_delivery(delivery_id: int) -> str:
 def run_replay(replay_id: int) -> str:
     """Run a queued replay of received events through today's mappings."""
     return replaying.run_queued(replay_id)
+
+
+def notify_alert(alert_id: int, ended: bool = False) -> str:
+    """Post an alert's start (or end) to the webhook; fails, so RQ retries, when it is down."""
+    return alerts.notify(alert_id, ended)

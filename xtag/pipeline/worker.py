@@ -26,7 +26,7 @@ from rq.exceptions import StopRequested
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from xtag.extensions import db
-from xtag.pipeline import batching, heartbeat, inbox, intake, queues, retention
+from xtag.pipeline import alerts, batching, heartbeat, inbox, intake, queues, retention
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,11 @@ class Consumer:
     def heartbeat(self) -> None:
         heartbeat.beat(self.client, self.name)
 
+    def check_alerts(self) -> None:
+        """Open and close alerts; posting them is a job, so a slow webhook never waits here."""
+        with self.app.app_context():
+            alerts.check()
+
     def run_due(self) -> None:
         """Run the scheduled work whose time has come (see SCHEDULE)."""
         now = time.monotonic()
@@ -219,6 +224,7 @@ SCHEDULE = (
     Periodic("heartbeat", 5.0, Consumer.heartbeat),  # /readyz, the dashboard, workers_alive
     Periodic("sweep", 10.0, Consumer.sweep),  # deliveries a dead worker left, overdue retries
     Periodic("retention", 3600.0, Consumer.purge),  # retention.POLICIES
+    Periodic("alerts", 30.0, Consumer.check_alerts),  # alerts.kinds, posted to the webhook
 )
 
 
