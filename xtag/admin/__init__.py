@@ -12,6 +12,7 @@ from xtag.admin import (  # noqa: F401  (each module adds its routes to bp)
     events,
     mappings,
     replays,
+    settings,
     sites,
     users,
 )
