@@ -1,12 +1,7 @@
-/*! xtag.js, the xtag site beacon. In <head>, with your collector URL and write key:
+/*! xtag.js, the xtag site beacon (see the README). In <head>, with your collector URL and write key:
 <script>
 !function(w,d,u,k){var x=w.xtag=w.xtag||[];if(x.u)return;x.u=u;x.k=k;["track","page","identify","reset"].forEach(function(m){x[m]=function(){x.push([m].concat([].slice.call(arguments)))}});var s=d.createElement("script");s.async=1;s.src=u+"/static/xtag.js";d.head.appendChild(s)}(window,document,"https://collect.example.com","WRITE_KEY");
-</script>
-Calls made before it loads are kept: xtag.track(event, props), xtag.page([name],
-props), xtag.identify([userId], traits), xtag.reset() (logout). A page view is sent
-on load unless `xtag.autoPage=false;` follows the snippet in its <script>.
-Cookies: _xtag_aid (anonymousId, 1 year), _xtag_twclid (?twclid= of the landing
-URL, 30 days, sent as context.twclid). userId: localStorage. */
+</script> */
 (function (w, d) {
   var x = w.xtag, L = location, n = navigator, buf = [], k, i;
   if (!x || x.load) return;
@@ -51,15 +46,28 @@ URL, 30 days, sent as context.twclid). userId: localStorage. */
   }
   // originalTimestamp + sentAt, not timestamp: the collector corrects a wrong clock.
   function out(type, m) {
-    var t = twclid(), c = m.context = { userAgent: n.userAgent, library: { name: "xtag.js", version: "1.0.0" },
+    var t = twclid(), c = m.context = { userAgent: n.userAgent, library: { name: "xtag.js", version: "1.1.0" },
       page: { url: L.href.split("#")[0], path: L.pathname, referrer: d.referrer, title: d.title } };
     if (t) c.twclid = t;
+    if (x.consent) c.consent = x.consent;
     if (uid) m.userId = uid;
     m.type = type;
     m.messageId = uuid();
     m.anonymousId = aid;
     m.originalTimestamp = m.sentAt = new Date().toISOString();
     buf ? buf.push(m) : send([m]);
+    if (type == "track") pixel(m);
+  }
+  // The site's X pixel script (empty unless it has one) takes each track message.
+  function pixel(m) {
+    if (!x.pixel) {
+      x.pixel = [];
+      var s = d.createElement("script");
+      s.async = 1;
+      s.src = base + "/v1/pixel.js?writeKey=" + encodeURIComponent(x.k);
+      d.head.appendChild(s);
+    }
+    x.pixel.push(m);
   }
 
   var api = {
