@@ -25,9 +25,7 @@ def steps(page: str) -> dict[str, bool]:
     }
 
 
-def test_the_first_run_checklist_ticks_itself_from_real_data(
-    x_app, client, ctx, fake_x, deliver
-):
+def test_the_first_run_checklist_ticks_itself_from_real_data(x_app, client, ctx, fake_x, deliver):
     login(client, "admin")
     page = client.get("/").get_data(as_text=True)
     assert steps(page) == dict.fromkeys(
@@ -83,9 +81,7 @@ def test_test_mode_is_a_switch_on_the_site_page_with_a_badge_everywhere(client, 
     assert "TEST MODE" not in client.get("/sites").get_data(as_text=True)
 
 
-def test_a_test_event_shows_in_the_debugger_as_a_test_delivery(
-    x_app, client, ctx, fake_x, deliver
-):
+def test_a_test_event_shows_in_the_debugger_as_a_test_delivery(x_app, client, ctx, fake_x, deliver):
     login(client)
     site = setup_shop(fake_x)
     page = client.get(f"/sites/{site.id}").get_data(as_text=True)

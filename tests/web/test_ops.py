@@ -52,6 +52,7 @@ def test_the_worker_schedule_runs_each_task_when_due(app):
             "heartbeat",
             "sweep",
             "retention",
+            "alerts",
         }
     )
     intake.run_due()  # nothing is due again yet

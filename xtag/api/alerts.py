@@ -3,6 +3,9 @@ for anyone signed in; the alert webhook for admins (write-only, masked)."""
 
 from __future__ import annotations
 
+import contextlib
+
+import redis
 from flask import g, jsonify
 
 from xtag.api import openapi
@@ -15,7 +18,10 @@ from xtag.services import settings
 @bp.route("/alerts", methods=["GET"])
 @requires("marketer")
 def alerts_current():
-    """Conditions going on now, the oldest first."""
+    """Conditions going on now, the oldest first: checked afresh unless a
+    worker is checking this moment (workers check every 30 s anyway)."""
+    with contextlib.suppress(redis.RedisError, OSError):  # then as last checked
+        alerts.check()
     return jsonify([alerts.as_json(alert) for alert in alerts.current()])
 
 
