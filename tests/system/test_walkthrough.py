@@ -124,6 +124,7 @@ def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium
 
     # The dashboard leads the way; the admin connects the X account by
     # signing in on X, and adds a marketer.
+    worker.Consumer(app, name="walkthrough").heartbeat()  # deliver() is this test's worker
     admin = Browser(chromium, live_server, shots)
     admin.log_in("admin@example.com")
     checklist = admin.page.locator(".checklist")
