@@ -60,3 +60,21 @@ def test_delivery_bodies_and_audit_entries_have_their_own_periods(
     items = {i.status: i.conversion for i in db.session.scalars(select(DeliveryItem))}
     assert items["delivered"] == {} and items["failed"]["conversion_id"] == "order-1"
     assert db.session.scalars(select(AuditEntry)).all() == []
+
+
+def test_alerts_that_ended_go_with_the_audit_period_and_open_ones_stay(ctx):
+    from xtag.models import Alert
+
+    long_ago = utcnow() - timedelta(days=400)
+    db.session.add_all(
+        [
+            Alert(kind="site_silent", subject="site:1", message="old", since=long_ago,
+                  ended_at=long_ago + timedelta(hours=1)),
+            Alert(kind="site_silent", subject="site:2", message="open", since=long_ago),
+            Alert(kind="site_silent", subject="site:3", message="recent", since=utcnow(),
+                  ended_at=utcnow()),
+        ]
+    )  # fmt: skip
+    db.session.commit()
+    assert retention.purge()["audit"] == 1
+    assert sorted(a.message for a in db.session.scalars(select(Alert))) == ["open", "recent"]

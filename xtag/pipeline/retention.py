@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import Text, cast, delete, update
 
 from xtag.extensions import db
-from xtag.models import AuditEntry, DeliveryAttempt, DeliveryItem, ReceivedEvent, utcnow
+from xtag.models import Alert, AuditEntry, DeliveryAttempt, DeliveryItem, ReceivedEvent, utcnow
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def _delivery_bodies(cutoff: datetime) -> int:
         update(DeliveryItem)
         .where(
             DeliveryItem.created_at < cutoff,
-            DeliveryItem.status.in_(("delivered", "rejected")),
+            DeliveryItem.status.in_(("delivered", "rejected", "test")),
             cast(DeliveryItem.conversion, Text) != "{}",
         )
         .values(conversion={})
@@ -48,7 +48,9 @@ def _delivery_bodies(cutoff: datetime) -> int:
 
 
 def _audit(cutoff: datetime) -> int:
-    return db.session.execute(delete(AuditEntry).where(AuditEntry.created_at < cutoff)).rowcount
+    entries = db.session.execute(delete(AuditEntry).where(AuditEntry.created_at < cutoff))
+    alerts = db.session.execute(delete(Alert).where(Alert.ended_at < cutoff))
+    return entries.rowcount + alerts.rowcount
 
 
 POLICIES = (
@@ -64,10 +66,17 @@ POLICIES = (
         "XTAG_DELIVERY_BODY_RETENTION_DAYS",
         14,
         "Request and response bodies of deliveries, and the conversions X accepted or "
-        "rejected (failed ones stay for a retry by hand); the log of attempts stays",
+        "rejected and test ones (failed ones stay for a retry by hand); the log of "
+        "attempts stays",
         _delivery_bodies,
     ),
-    Policy("audit", "XTAG_AUDIT_RETENTION_DAYS", 365, "Audit log entries", _audit),
+    Policy(
+        "audit",
+        "XTAG_AUDIT_RETENTION_DAYS",
+        365,
+        "Audit log entries, and alerts that ended",
+        _audit,
+    ),
 )
 
 
