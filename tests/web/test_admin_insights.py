@@ -67,7 +67,7 @@ def test_test_mode_is_a_switch_on_the_site_page_with_a_badge_everywhere(client, 
     db.session.expire_all()
     saved = db.session.get(Site, site.id)
     assert (saved.test_mode, saved.x_pixel_id, saved.silence_alert_hours) == (True, "o8z6j", 6.0)
-    for path in ("/", "/sites", f"/sites/{site.id}"):
+    for path in ("/", "/sites", f"/sites/{site.id}", f"/sites/{site.id}/mappings"):
         assert "TEST MODE" in client.get(path).get_data(as_text=True), path
 
     form = {**form, "csrf_token": csrf(client, f"/sites/{site.id}"), "silence_alert_hours": "0"}
