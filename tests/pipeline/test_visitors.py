@@ -13,7 +13,7 @@ from tests.support.shop import events, setup_shop
 from xtag.core.identity import hash_email
 from xtag.extensions import db
 from xtag.models import DeliveryItem
-from xtag.pipeline import worker
+from xtag.pipeline import queues, visitors, worker
 
 EMAIL = "visitor@example.com"
 
@@ -78,6 +78,43 @@ def test_memory_is_per_site_and_per_visitor(app, site, work):
     post(app, site, "track", order(anonymousId="someone-else"))
     work()
     assert [e.identifiers.get("twclid") for e in events()] == ["tw-9", None, None]
+
+
+def test_a_visitor_is_one_small_hash_its_links_included(app, site, work):
+    post(app, site, "page", landing("a-4"))
+    post(app, site, "identify", {"anonymousId": "a-4", "userId": "u-4", "traits": {"email": EMAIL}})
+    work()
+    client = queues.redis_client(app)
+    anon, user = (
+        visitors.visitor_key(site.id, k, v).encode() for k, v in (("anon", "a-4"), ("user", "u-4"))
+    )
+    assert sorted(client.scan_iter("xtag:traits:*")) == sorted([anon, user])
+    assert list(client.scan_iter("xtag:links:*")) == []
+    fields = client.hgetall(anon)
+    assert fields[b"t"] == b"tw-9" and fields[b"e"] == hash_email(EMAIL).encode()
+    assert visitors.LINK.encode() + user.rsplit(b":", 1)[1] in fields
+    assert client.object("encoding", anon) in (b"listpack", b"ziplist")
+
+
+def test_memory_written_before_the_short_names_is_still_read(app, site, work):
+    """Keys of the former layout (long field names, links in a set) live on for
+    30 days after an upgrade: their visitors keep what was learned of them."""
+    client = queues.redis_client(app)
+    anon, user = (
+        visitors.visitor_key(site.id, "anon", "a-5"),
+        visitors.visitor_key(site.id, "user", "u-5"),
+    )
+    client.hset(anon, mapping={"twclid": "tw-old", "hashed_email": hash_email(EMAIL)})
+    client.sadd(anon.replace(":traits:", ":links:"), user)
+    client.sadd(user.replace(":traits:", ":links:"), anon)
+    post(app, site, "track", order(userId="u-5"))
+    work()
+    assert events()[-1].identifiers["hashed_email"] == hash_email(EMAIL)
+    assert events()[-1].identifiers["twclid"] == "tw-old"
+    post(app, site, "page", {**landing("a-5"), "context": {"twclid": "tw-new"}})
+    post(app, site, "track", order(userId="u-5"))
+    work()
+    assert events()[-1].identifiers["twclid"] == "tw-new"  # the newer value wins
 
 
 # --- late binding: a track just before an identify, in separate reads ---------------------

@@ -6,6 +6,11 @@ one event carries together (an identify or any event with both, an alias's
 previousId and userId) are linked: each then reads what the other knows.
 Used by the worker as it reads the inbox.
 
+Visitors: a key per visitor id, a small hash (a listpack): 't', 'e', 'p' (click
+id, hashed email, hashed phone) and a field 'l:<digest>' per linked id, about
+150 bytes for a visitor from an X ad and 530 for one identified with two ids
+(links were sets of their own before: twice that).
+
 MessageIds, in about 24 bytes each (a key per id took about 200). A claim is
 a messageId's 64-bit fingerprint -> its owner tag (the inbox entry that
 claimed it, exactly: the entry id's time and sequence in one integer), kept
@@ -44,6 +49,8 @@ DEDUP_SECONDS = 48 * 3600
 MEMORY_SECONDS = 30 * 24 * 3600
 TRAIT_FIELDS = ("hashed_email", "hashed_phone_number")  # from identify calls only
 REMEMBERED = ("twclid", *TRAIT_FIELDS)
+FIELDS = {"twclid": "t", "hashed_email": "e", "hashed_phone_number": "p"}  # names in Redis
+LINK = "l:"  # a field 'l:<digest>' links a visitor key to another key of its site
 
 
 def _digest(value: str) -> str:
@@ -55,7 +62,17 @@ def visitor_key(site_id: int, kind: str, value: str) -> str:
 
 
 def _links_key(key: str) -> str:
+    """Where links were kept before they moved into the visitor's hash (a set, read
+    until the last of them expires, 30 days after the upgrade)."""
     return "xtag:links:" + key.split(":", 2)[2]
+
+
+def _link_field(key: str) -> str:
+    return LINK + key.rsplit(":", 1)[1]
+
+
+def _linked_key(key: str, field: bytes) -> str:
+    return f"{key.rsplit(':', 1)[0]}:{field.decode()[len(LINK) :]}"
 
 
 def visitor_keys(event: dict) -> list[str]:
@@ -86,9 +103,14 @@ def _links(client: redis.Redis, own: list[list[str]]) -> dict[str, set[str]]:
     involved = sorted({key for keys in own for key in keys})
     with client.pipeline(transaction=False) as pipe:
         for key in involved:
+            pipe.hkeys(key)
             pipe.smembers(_links_key(key))
-        found = pipe.execute()
-    linked = {key: {m.decode() for m in ms} for key, ms in zip(involved, found, strict=True)}
+        found = iter(pipe.execute())
+    linked = {}
+    for key in involved:
+        fields, before = next(found), next(found)
+        linked[key] = {_linked_key(key, f) for f in fields if f.startswith(LINK.encode())}
+        linked[key] |= {m.decode() for m in before}
     for keys in own:
         for key in keys:
             linked[key] |= set(keys) - {key}
@@ -105,12 +127,23 @@ def _whole(keys: list[str], linked: dict[str, set[str]]) -> list[str]:
     return sorted({*keys, *(other for key in keys for other in linked[key])})
 
 
+def _memory(fields: dict[bytes, bytes]) -> dict[str, str]:
+    """What one visitor key remembers, by full name (long names: written before
+    the short ones, and never after)."""
+    found = {}
+    for name, short in FIELDS.items():
+        value = fields.get(short.encode(), fields.get(name.encode()))
+        if value is not None:
+            found[name] = value.decode()
+    return found
+
+
 def _merged(answers, count: int) -> dict[str, str]:
     """One visitor's memory from `count` HGETALL answers (the first value wins)."""
     merged: dict[str, str] = {}
     for _ in range(count):
-        for name, value in next(answers).items():
-            merged.setdefault(name.decode(), value.decode())
+        for name, value in _memory(next(answers)).items():
+            merged.setdefault(name, value)
     return merged
 
 
@@ -137,12 +170,12 @@ def recall(client: redis.Redis, events: list[dict]) -> None:
     with client.pipeline(transaction=False) as pipe:
         for key, others in linked.items():
             if others:
-                pipe.sadd(_links_key(key), *others)
-                pipe.expire(_links_key(key), MEMORY_SECONDS)
+                pipe.hset(key, mapping={_link_field(other): "" for other in others})
+                pipe.expire(key, MEMORY_SECONDS)
         for event, keys in zip(events, visitors, strict=True):
             if kept := _remembered(event):
                 for key in keys:
-                    pipe.hset(key, mapping=kept)
+                    pipe.hset(key, mapping={FIELDS[name]: v for name, v in kept.items()})
                     pipe.expire(key, MEMORY_SECONDS)
         writes = len(pipe)
         for _, keys in wanting:
