@@ -37,9 +37,9 @@ def create_app(overrides: dict | None = None, environ=None) -> Flask:
     register_errorhandlers(app)
     register_commands(app)
     app.after_request(security_headers)
-    from xtag.collector import PREFIXES
+    from xtag.collector import PREFIXES, Collector
 
-    collector = create_collector_app(app).wsgi_app
+    collector = Collector(create_collector_app(app))
     app.wsgi_app = logs.RequestLog(ByPath(app.wsgi_app, PREFIXES, collector))
     if not app.testing:  # tests keep pytest's log capture
         logs.configure(app.config["XTAG_LOG_FORMAT"])
@@ -99,8 +99,9 @@ class ByPath:
 
 
 def create_collector_app(app: Flask) -> Flask:
-    """The collector as its own lean Flask app, sharing the main app's config
-    and database engine: no session, login or CSRF work on the hot path."""
+    """The collector's lean Flask app, sharing the main app's config and
+    database engine: no session, login or CSRF. Its routes that take events
+    are served in front of it by a plain WSGI callable (xtag.collector.Collector)."""
     from xtag.collector import bp, views
 
     lean = Flask("xtag.collector", instance_path=app.instance_path)

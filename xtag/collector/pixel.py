@@ -16,7 +16,7 @@ from pathlib import Path
 from flask import Response, current_app, request
 from sqlalchemy import select
 
-from xtag.collector.views import _write_key, bp, check_origin, refusal, site_for
+from xtag.collector.views import bp, check_origin, refusal, site_for, write_key
 from xtag.core import identity
 from xtag.core.checks import LONG_EVENT
 from xtag.core.messages import Rejected
@@ -121,7 +121,7 @@ def script(site_id: int) -> str:
 @bp.route("/v1/pixel.js", methods=["GET"])
 def pixel_script():
     try:
-        site = site_for(_write_key({}))
+        site = site_for(write_key())
         check_origin(site)
     except Rejected as exc:
         return refusal(str(exc), exc.code)

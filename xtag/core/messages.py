@@ -15,7 +15,9 @@ import re
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
+from xtag.core import fastjson
 from xtag.core.times import parse
 
 MESSAGE_LIMIT = 32 * 1024
@@ -70,13 +72,20 @@ class RequestFacts:
     browser: bool = True
 
 
-def _not_json(constant: str):
-    raise ValueError(f"{constant} is not JSON")
+class Decoded(NamedTuple):
+    """A request body's JSON object and its size in bytes, and what its bytes
+    already rule out: `storable`, no string in it can hold NUL or a lone
+    surrogate (no \\u escape, no byte that decodes to one); `shallow`, nothing
+    in it can be nested deeper than DEPTH_MAX (fewer brackets than that)."""
+
+    body: dict
+    size: int
+    storable: bool = False
+    shallow: bool = False
 
 
-def decode_body(raw: bytes, content_encoding: str | None) -> tuple[dict, int]:
-    """The JSON object in the body, gunzipped if need be, within BATCH_LIMIT,
-    and its size in bytes."""
+def decode_body(raw: bytes, content_encoding: str | None) -> Decoded:
+    """The JSON object in the body, gunzipped if need be, within BATCH_LIMIT."""
     encoding = (content_encoding or "").strip().lower()
     if encoding in ("gzip", "x-gzip"):
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -91,12 +100,16 @@ def decode_body(raw: bytes, content_encoding: str | None) -> tuple[dict, int]:
     if not raw.strip():
         raise Rejected("body is empty; send a JSON object")
     try:
-        body = json.loads(raw, parse_constant=_not_json)
+        body = fastjson.loads(raw, constants=False)
     except (ValueError, RecursionError):
         raise Rejected("body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Rejected("body must be a JSON object")
-    return body, len(raw)
+    # NUL and lone surrogates come only from \u escapes, or from bytes the
+    # standard library decodes with surrogatepass (0xED..., or UTF-16/32 with NULs)
+    storable = b"\\u" not in raw and b"\xed" not in raw and b"\x00" not in raw
+    shallow = raw.count(b"{") + raw.count(b"[") <= DEPTH_MAX
+    return Decoded(body, len(raw), storable, shallow)
 
 
 def messages_of(body: dict, route: str) -> list[tuple[str, object]]:
@@ -122,15 +135,24 @@ def _lacks_sent_at(message: object) -> bool:
     return isinstance(message, dict) and message.get("sentAt") in (None, "")
 
 
-def validate(message: object, path: str, route: str, small: bool = False) -> str:
+def validate(
+    message: object,
+    path: str,
+    route: str,
+    small: bool = False,
+    storable: bool = False,
+    shallow: bool = False,
+) -> str:
     """The message type, or Rejected naming the first bad field. `small`:
-    the whole body is within MESSAGE_LIMIT, so its size need not be measured."""
+    the whole body is within MESSAGE_LIMIT, so its size need not be measured;
+    `storable` and `shallow`: what decode_body found its bytes rule out."""
     where = path.rstrip(".") or "body"
     if not isinstance(message, dict):
         raise Rejected(f"{where} must be a JSON object")
     kind = _check_kind(message, path, route)
     _check_ids(message, path)
-    _check_text(message, path)
+    if not (storable and shallow):
+        _check_text(message, path, storable)
     if not small:
         size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MESSAGE_LIMIT:
@@ -140,24 +162,34 @@ def validate(message: object, path: str, route: str, small: bool = False) -> str
     return kind
 
 
-def _check_text(message: dict, path: str) -> None:
+def _name(path: str, keys: tuple) -> str:
+    """A field's name for an answer: properties.items[0].x (made only for one)."""
+    where = path.rstrip(".")
+    for key in keys:
+        where = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip(".")
+    return where
+
+
+def _check_text(message: dict, path: str, storable: bool = False) -> None:
     """Every key and string, at any depth, can be stored (no NUL, no lone
-    surrogate), and nothing is nested deeper than DEPTH_MAX."""
-    stack: list[tuple[object, str, int]] = [(message, path.rstrip("."), 1)]
+    surrogate; not looked for when `storable`), and nothing is nested deeper
+    than DEPTH_MAX."""
+    stack: list[tuple[object, tuple, int]] = [(message, (), 1)]
     while stack:
-        value, where, depth = stack.pop()
+        value, keys, depth = stack.pop()
         if depth > DEPTH_MAX:
-            raise Rejected(f"{where} is nested deeper than {DEPTH_MAX} levels")
+            raise Rejected(f"{_name(path, keys)} is nested deeper than {DEPTH_MAX} levels")
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
-            name = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip(".")
-            if isinstance(key, str) and UNSTORABLE.search(key):
-                raise Rejected(f"{where or 'body'} has a key with NUL or a lone surrogate")
-            if isinstance(item, str):
-                if UNSTORABLE.search(item):
+            if not storable:
+                if isinstance(key, str) and UNSTORABLE.search(key):
+                    where = _name(path, keys) or "body"
+                    raise Rejected(f"{where} has a key with NUL or a lone surrogate")
+                if isinstance(item, str) and UNSTORABLE.search(item):
+                    name = _name(path, (*keys, key))
                     raise Rejected(f"{name} holds NUL or a lone surrogate, which cannot be stored")
-            elif isinstance(item, dict | list):
-                stack.append((item, name, depth + 1))
+            if isinstance(item, dict | list):
+                stack.append((item, (*keys, key), depth + 1))
 
 
 def _check_times(message: dict, path: str) -> None:
