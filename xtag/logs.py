@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 
 import orjson
@@ -38,17 +38,33 @@ def _ids(record: logging.LogRecord) -> dict:
         value = getattr(record, name, None)
         if value is not None:
             ids[name] = value
-    if "job" not in ids and record.name.startswith("xtag"):
-        job = get_current_job()  # None outside an RQ job
+    if "job" not in ids and "request_id" not in ids and record.name.startswith("xtag"):
+        job = get_current_job()  # None outside an RQ job (and a request is none)
         if job is not None:
             ids["job"] = job.id
     return ids
 
 
+_second: tuple[int, str] = (-1, "")  # the latest whole second a record had, formatted
+
+
+def _stamp(created: float) -> str:
+    """A record's time as iso_ms writes it, its seconds formatted once a
+    second (a line per request: this is on every request's path)."""
+    global _second
+    whole = int(created)
+    micro = round((created - whole) * 1e6)  # rounded as datetime.fromtimestamp does
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    if whole != _second[0]:
+        _second = (whole, iso_ms(datetime.fromtimestamp(whole, UTC))[:-5])
+    return f"{_second[1]}.{micro // 1000:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "ts": iso_ms(datetime.fromtimestamp(record.created, UTC)),
+            "ts": _stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -125,8 +141,8 @@ class RequestLog:
         self.app = app
 
     def __call__(self, environ, start_response):
-        given = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        given = environ.get("HTTP_X_REQUEST_ID")
+        request_id = given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
         token = _context.set({"request_id": request_id})
         started = time.perf_counter()
         status = []
