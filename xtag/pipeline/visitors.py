@@ -328,10 +328,14 @@ def duplicates(client: redis.Redis, pairs: list[tuple[str, dict]]) -> list[bool]
         head = [DEDUP_PREFIX, DEDUP_SECONDS * 1000, SPAN_SECONDS, SLOT_FILL, SLOT_MAX]
         head += [DEDUP_SECONDS, OWNER_SEQ]
         step = 4 * CHECKS_PER_CALL
-        with client.pipeline(transaction=False) as pipe:
-            for start in range(0, len(args), step):
-                script(args=head + args[start : start + step], client=pipe)
-            answers = iter(a for chunk in pipe.execute() for a in chunk)
+        chunks = [head + args[start : start + step] for start in range(0, len(args), step)]
+        if len(chunks) == 1:  # a pipeline would ask SCRIPT EXISTS first: one more round trip
+            answers = iter(script(args=chunks[0]))
+        else:
+            with client.pipeline(transaction=False) as pipe:
+                for chunk in chunks:
+                    script(args=chunk, client=pipe)
+                answers = iter(a for part in pipe.execute() for a in part)
         verdicts = [bool(next(answers)) if v is None else v for v in verdicts]
     return verdicts
 
