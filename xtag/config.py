@@ -172,6 +172,7 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_ALERT_WEBHOOK_URL": _webhook_url(environ, "XTAG_ALERT_WEBHOOK_URL"),
         "XTAG_X_TIMEOUT_SECONDS": _int(environ, "XTAG_X_TIMEOUT_SECONDS", 30, minimum=1),
         "XTAG_INBOX_CLAIM_MS": _int(environ, "XTAG_INBOX_CLAIM_MS", 60_000, minimum=1),
+        "XTAG_INBOX_SHARDS": _int(environ, "XTAG_INBOX_SHARDS", 1, minimum=1),
         "XTAG_STALE_SENDING_SECONDS": _int(environ, "XTAG_STALE_SENDING_SECONDS", 180, minimum=1),
         "XTAG_LOG_FORMAT": _choice(environ, "XTAG_LOG_FORMAT", ("json", "text")),
         "XTAG_METRICS_TOKEN": environ.get("XTAG_METRICS_TOKEN") or None,

@@ -8,26 +8,50 @@ requests in one read, and its pending-entries list gives at-least-once
 delivery: an entry is removed only after its events are safely recorded, and
 entries a dead worker had read are claimed by another after
 XTAG_INBOX_CLAIM_MS.
+
+The inbox is XTAG_INBOX_SHARDS streams (1 by default), a site's requests
+always in the same one, so its events keep their order; shard 0 is the
+stream of old, so nothing queued before a change of the setting is lost.
+Workers read every shard in one XREADGROUP; the dead letters are one stream.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import redis
+from flask import current_app
 
 from xtag.core import fastjson
 from xtag.pipeline.queues import redis_client
 
-STREAM = "xtag:inbox"
+STREAM = "xtag:inbox"  # shard 0
+MAX_SHARDS = 16  # more streams on one Redis buy nothing; XTAG_INBOX_SHARDS above is read as 16
+NAMES = (STREAM, *(f"{STREAM}:{n}" for n in range(1, MAX_SHARDS)))
 DEAD = "xtag:inbox:dead"
 DEAD_MAX = 10_000  # entries set aside before the worker stops reading new ones
 GROUP = "xtag-workers"
 
 
 class Entry(NamedTuple):
-    id: str
+    id: str  # unique within its stream ('ms-seq'): what claims its messageIds
     events: list[dict]
+    stream: str = STREAM
+    read_at: float | None = None  # epoch seconds the worker read it
+
+
+def streams(shards: int) -> tuple[str, ...]:
+    """The inbox's stream names for XTAG_INBOX_SHARDS = `shards`."""
+    return NAMES[: max(1, min(shards, MAX_SHARDS))]
+
+
+def stream_for(events: list[dict], shards: int) -> str:
+    """A request's stream: its site's shard."""
+    if shards <= 1 or not events:
+        return STREAM
+    return NAMES[int(events[0].get("site_id") or 0) % min(shards, MAX_SHARDS)]
 
 
 BURST_SECONDS = 10  # a site may send this many seconds of its rate at once
@@ -77,14 +101,17 @@ def add(
     scope: str = "",
     per_second: int = 0,
     address: str | None = None,
+    shards: int = 1,
 ) -> str:
-    """Append one request's events; a single XADD, so it is all or nothing.
-    With a rate of events `per_second` for `scope` (a site), checked with the
-    sender's `address` in the same round trip: OverLimit when they must wait."""
+    """Append one request's events to its site's shard; a single XADD, so it
+    is all or nothing. With a rate of events `per_second` for `scope` (a
+    site), checked with the sender's `address` in the same round trip:
+    OverLimit when they must wait."""
     payload = fastjson.dumps(events)
+    stream = stream_for(events, shards)
     if not per_second:
-        return client.xadd(STREAM, {"events": payload}).decode()
-    keys = [f"xtag:bucket:{scope}", f"xtag:bucket:{scope}:{address or '-'}", STREAM]
+        return client.xadd(stream, {"events": payload}).decode()
+    keys = [f"xtag:bucket:{scope}", f"xtag:bucket:{scope}:{address or '-'}", stream]
     taken, answer = client.register_script(_BUCKETS_THEN_XADD)(
         keys=keys, args=[len(events), per_second, BURST_SECONDS, "events", payload]
     )
@@ -97,60 +124,99 @@ def accept(
     events: list[dict], scope: str = "", per_second: int = 0, address: str | None = None
 ) -> str:
     """The collector's hand-off: `add` on the process's shared Redis client."""
-    return add(redis_client(), events, scope, per_second, address)
+    shards = current_app.config["XTAG_INBOX_SHARDS"]
+    return add(redis_client(), events, scope, per_second, address, shards)
 
 
-def ensure_group(client: redis.Redis) -> None:
-    try:
-        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+def ensure_group(client: redis.Redis, streams: Sequence[str] = (STREAM,)) -> None:
+    for stream in streams:
+        try:
+            client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
 
-def _entries(raw) -> list[Entry]:
+def _entries(raw, stream: str) -> list[Entry]:
+    now = time.time()
     return [
-        Entry(entry_id.decode(), fastjson.loads(fields[b"events"]))
+        Entry(entry_id.decode(), fastjson.loads(fields[b"events"]), stream, now)
         for entry_id, fields in raw
         if fields
     ]
 
 
-def read(client: redis.Redis, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
-    """New entries for this consumer (blocking up to block_ms when none)."""
-    answer = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count, block=block_ms)
-    return _entries(answer[0][1]) if answer else []
+def _answer(answer) -> list[Entry]:
+    """XREADGROUP's answer over several streams, as entries."""
+    return [entry for name, raw in answer or () for entry in _entries(raw, name.decode())]
 
 
-def pending(client: redis.Redis, consumer: str, count: int) -> list[Entry]:
+def read(
+    client: redis.Redis,
+    consumer: str,
+    count: int,
+    block_ms: int | None,
+    streams: Sequence[str] = (STREAM,),
+) -> list[Entry]:
+    """New entries for this consumer, up to `count` from each stream (blocking
+    up to block_ms when there are none)."""
+    answer = client.xreadgroup(
+        GROUP, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
+    )
+    return _answer(answer)
+
+
+def pending(
+    client: redis.Redis, consumer: str, count: int, streams: Sequence[str] = (STREAM,)
+) -> list[Entry]:
     """Entries this consumer read earlier and has not acknowledged."""
-    answer = client.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=count)
-    return _entries(answer[0][1]) if answer else []
+    return _answer(client.xreadgroup(GROUP, consumer, dict.fromkeys(streams, "0"), count=count))
 
 
 def peek(client: redis.Redis) -> list[Entry]:
-    """Every entry in the stream, read or not (for inspection and tests)."""
-    return _entries(client.xrange(STREAM))
+    """Every entry in every stream, read or not (for inspection and tests)."""
+    with client.pipeline(transaction=False) as pipe:
+        for stream in NAMES:
+            pipe.xrange(stream)
+        answers = pipe.execute()
+    found = [e for stream, raw in zip(NAMES, answers, strict=True) for e in _entries(raw, stream)]
+    return sorted(found, key=lambda e: tuple(map(int, e.id.split("-"))))
 
 
-def reclaim(client: redis.Redis, consumer: str, count: int, idle_ms: int) -> list[Entry]:
+def reclaim(
+    client: redis.Redis,
+    consumer: str,
+    count: int,
+    idle_ms: int,
+    streams: Sequence[str] = (STREAM,),
+) -> list[Entry]:
     """Entries another consumer read but never acknowledged (it died)."""
-    answer = client.xautoclaim(STREAM, GROUP, consumer, idle_ms, "0-0", count=count)
-    return _entries(answer[1])  # Redis 7 adds a third element (deleted ids)
+    with client.pipeline(transaction=False) as pipe:
+        for stream in streams:
+            pipe.xautoclaim(stream, GROUP, consumer, idle_ms, "0-0", count=count)
+        answers = pipe.execute()
+    # Redis 7 adds a third element to each answer (deleted ids)
+    return [e for stream, a in zip(streams, answers, strict=True) for e in _entries(a[1], stream)]
 
 
-def done(client: redis.Redis, entry_ids: list[str]) -> None:
-    if entry_ids:
+def done(client: redis.Redis, entries: Sequence[Entry]) -> None:
+    """Acknowledge and remove recorded entries, from whichever stream each is in."""
+    by_stream: dict[str, list[str]] = {}
+    for entry in entries:
+        by_stream.setdefault(entry.stream, []).append(entry.id)
+    if by_stream:
         with client.pipeline(transaction=True) as pipe:
-            pipe.xack(STREAM, GROUP, *entry_ids)
-            pipe.xdel(STREAM, *entry_ids)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, GROUP, *ids)
+                pipe.xdel(stream, *ids)
             pipe.execute()
 
 
 def set_aside(client: redis.Redis, entry: Entry, reason: str) -> None:
     """Keep an entry that cannot be recorded, for an operator to look at and
     requeue after a fix. Never trimmed: at DEAD_MAX the worker stops reading."""
-    client.xadd(DEAD, {"entry": entry.id, "reason": reason, "events": fastjson.dumps(entry.events)})
+    fields = {"entry": entry.id, "stream": entry.stream, "reason": reason}
+    client.xadd(DEAD, {**fields, "events": fastjson.dumps(entry.events)})
 
 
 def set_aside_full(client: redis.Redis) -> bool:
@@ -175,7 +241,8 @@ def dead(client: redis.Redis, count: int) -> list[dict]:
 
 
 def requeue(client: redis.Redis, dead_ids: list[str]) -> int:
-    """Put set-aside entries back in the inbox (after a fix); how many were."""
+    """Put set-aside entries back in the inbox (after a fix); how many were.
+    Into shard 0, which every worker reads whatever XTAG_INBOX_SHARDS is."""
     moved = 0
     for entry_id, fields in client.xrange(DEAD, count=DEAD_MAX):
         if entry_id.decode() in dead_ids:
@@ -188,5 +255,22 @@ def requeue(client: redis.Redis, dead_ids: list[str]) -> int:
 
 
 def depth(client: redis.Redis) -> int:
-    """Accepted requests not yet recorded (waiting or being processed)."""
-    return client.xlen(STREAM)
+    """Accepted requests not yet recorded (waiting or being processed), in
+    every shard there may be (whatever this process's XTAG_INBOX_SHARDS)."""
+    return backlog(client)["depth"]
+
+
+def backlog(client: redis.Redis) -> dict:
+    """For monitoring, in one round trip: `depth` (as above), the age of
+    the oldest entry in any shard (`oldest_age_seconds`), entries set
+    aside (`dead`)."""
+    with client.pipeline(transaction=False) as pipe:
+        for stream in NAMES:
+            pipe.xlen(stream)
+            pipe.xrange(stream, count=1)
+        pipe.xlen(DEAD)
+        *answers, dead = pipe.execute()
+    firsts = [raw[0][0] for raw in answers[1::2] if raw]
+    oldest = min((int(first.split(b"-")[0]) for first in firsts), default=None)
+    age = time.time() - oldest / 1000 if oldest is not None else 0.0
+    return {"depth": sum(answers[::2]), "oldest_age_seconds": max(age, 0.0), "dead": dead}

@@ -64,10 +64,11 @@ class Consumer:
         self._next_reclaim = 0.0
         self._next_run: dict[str, float] = {}  # SCHEDULE task -> when it is next due
         self._retry_own = True
+        self.streams = inbox.streams(app.config["XTAG_INBOX_SHARDS"])
         self.window = app.config["XTAG_BATCH_WINDOW_MS"] / 1000
         self.due: dict[int, float] = {}  # pixel -> when its partial batch is flushed
         self.read_count = READ_COUNT
-        inbox.ensure_group(self.client)
+        inbox.ensure_group(self.client, self.streams)
 
     def _take(self, block_ms: int | None) -> list[inbox.Entry]:
         try:
@@ -78,12 +79,12 @@ class Consumer:
             # Redis came back without its data (no AOF, a fresh replica): the
             # collector's next XADD makes the stream again, but not the group.
             log.warning("intake: the inbox stream or its consumer group was gone; made again")
-            inbox.ensure_group(self.client)
+            inbox.ensure_group(self.client, self.streams)
             return []
 
     def _take_from_group(self, block_ms: int | None) -> list[inbox.Entry]:
         if self._retry_own:  # entries this consumer read before a failure
-            entries = inbox.pending(self.client, self.name, self.read_count)
+            entries = inbox.pending(self.client, self.name, self.read_count, self.streams)
             if entries:
                 return entries
             self._retry_own = False
@@ -93,10 +94,12 @@ class Consumer:
             return []
         if time.monotonic() >= self._next_reclaim:
             self._next_reclaim = time.monotonic() + RECLAIM_EVERY_SECONDS
-            entries = inbox.reclaim(self.client, self.name, self.read_count, self.claim_idle_ms)
+            entries = inbox.reclaim(
+                self.client, self.name, self.read_count, self.claim_idle_ms, self.streams
+            )
             if entries:
                 return entries
-        return inbox.read(self.client, self.name, self.read_count, block_ms)
+        return inbox.read(self.client, self.name, self.read_count, block_ms, self.streams)
 
     def flush_due(self, everything: bool = False) -> None:
         now = time.monotonic()
@@ -156,7 +159,7 @@ class Consumer:
         except (SQLAlchemyError, redis.RedisError, OSError):
             self._retry_own = True
             raise
-        inbox.done(self.client, [e.id for e in entries])
+        inbox.done(self.client, entries)
         per_entry = max(1, sum(len(e.events) for e in entries) // len(entries))
         self.read_count = max(1, min(READ_COUNT, EVENTS_PER_READ // per_entry))
         due = time.monotonic() + self.window
