@@ -1,18 +1,40 @@
 """Intake: record what the inbox holds. Each event with its outcome, and
-the conversions it makes waiting for their batch, in one transaction."""
+the conversions it makes waiting for their batch, in one transaction.
+
+A site's mappings and test mode are cached per process, as long as a version
+in Redis stays the same: every commit that changes a site, pixel or mapping
+sets a new one (the session events below), so the worker asks the database
+again only after a change (and at least every CACHE_SECONDS)."""
 
 from __future__ import annotations
 
+import logging
+import time
+import uuid
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
+import redis
+from flask import has_app_context
+from sqlalchemy import event as sa_event
 from sqlalchemy import insert, select, update
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from xtag.core import mapping
 from xtag.core.times import parse
 from xtag.extensions import db
 from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site, utcnow
 from xtag.pipeline import batching, binding, counters, inbox, queues, visitors
+
+log = logging.getLogger(__name__)
+
+VERSION = "xtag:sites:version"  # a new random value after every change to sites' rules
+CACHE_SECONDS = 60.0  # the longest a lost version change (Redis away then) goes unseen
+LAST_SEEN_EVERY = timedelta(seconds=5)  # sites.last_event_at is written at most this often
+CHANGED = "xtag_sites_changed"  # session.info flag: this transaction changed rules
+WATCHED = (Site, Pixel, Mapping)
+WATCHED_TABLES = frozenset(model.__tablename__ for model in WATCHED)
 
 
 def rule(row: Mapping, pixel_id: str) -> mapping.Rule:
@@ -39,10 +61,111 @@ def test_sites(site_ids: set[int]) -> set[int]:
     return set(db.session.scalars(select(Site.id).where(Site.id.in_(site_ids), Site.test_mode)))
 
 
+class SiteSetup(NamedTuple):
+    """What intake needs of a site: its enabled mappings by event name, its test mode."""
+
+    rules: dict[str, list[mapping.Rule]]
+    test: bool
+
+
+class _Cache:
+    """Sites' rules as of one version, and when each site's last_event_at was written."""
+
+    def __init__(self, version: bytes | None):
+        self.version = version
+        self.until = time.monotonic() + CACHE_SECONDS
+        self.sites: dict[int, SiteSetup] = {}
+        self.last_seen: dict[int, datetime] = {}
+
+
+_cache = _Cache(None)
+
+
+def _version(client: redis.Redis) -> bytes:
+    version = client.get(VERSION)
+    if version is None:  # a Redis without it (new, or restarted without its data)
+        with client.pipeline(transaction=False) as pipe:
+            pipe.set(VERSION, uuid.uuid4().hex, nx=True)
+            pipe.get(VERSION)
+            version = pipe.execute()[1]
+    return version
+
+
+def site_setups(client: redis.Redis, site_ids: set[int]) -> dict[int, SiteSetup]:
+    """These sites' rules, from the cache unless they changed since it was filled."""
+    global _cache
+    version = _version(client)
+    if version != _cache.version or time.monotonic() > _cache.until:
+        _cache = _Cache(version)
+    cache = _cache
+    if missing := site_ids - cache.sites.keys():
+        by_site: dict[int, dict[str, list[mapping.Rule]]] = {site: {} for site in missing}
+        for (site, name), rules in rules_for(missing).items():
+            by_site[site][name] = rules
+        testing = test_sites(missing)
+        for site in missing:
+            cache.sites[site] = SiteSetup(by_site[site], site in testing)
+    return {site: cache.sites[site] for site in site_ids}
+
+
+def forget() -> None:
+    """Drop the cache (tests)."""
+    global _cache
+    _cache = _Cache(None)
+
+
+@sa_event.listens_for(Session, "after_flush")
+def _flushed(session: Session, _context) -> None:
+    if CHANGED not in session.info and any(
+        isinstance(row, WATCHED) for row in (*session.new, *session.dirty, *session.deleted)
+    ):
+        session.info[CHANGED] = True
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if (state.is_insert or state.is_update or state.is_delete) and getattr(
+        state.statement.table, "name", None
+    ) in WATCHED_TABLES:
+        state.session.info[CHANGED] = True
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _rolled_back(session: Session) -> None:
+    session.info.pop(CHANGED, None)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    """A change to sites' rules is committed: every worker's cache is stale."""
+    if session.info.pop(CHANGED, None) and has_app_context():
+        try:
+            queues.redis_client().set(VERSION, uuid.uuid4().hex)
+        except (redis.RedisError, OSError):
+            log.warning("intake: Redis did not take the new rules version; workers see it late")
+
+
+def _last_seen(last_seen: dict[int, datetime]) -> None:
+    """Move sites' last_event_at forward, at most every LAST_SEEN_EVERY per
+    process: several workers writing one site's row on every read would
+    queue behind each other's locks. (On the connection: not a rules change.)"""
+    written = _cache.last_seen
+    for site_id, moment in last_seen.items():
+        if site_id in written and moment < written[site_id] + LAST_SEEN_EVERY:
+            continue
+        db.session.connection().execute(
+            update(Site)
+            .where(Site.id == site_id, Site.last_event_at.is_(None) | (Site.last_event_at < moment))
+            .values(last_event_at=moment)
+        )
+        written[site_id] = moment
+
+
 def record(entries: list[inbox.Entry]) -> batching.Due:
     """Record inbox entries: each event with its outcome, and the conversions
     it produced waiting for their batch, in one transaction. Returns the
-    pixels whose partial batch is to be flushed when the batch window ends."""
+    pixels whose partial batch is to be flushed when the batch window ends
+    (which runs from when the entries were first read)."""
     pairs = [(entry.id, event) for entry in entries for event in entry.events]
     if not pairs:
         return batching.Due()
@@ -50,15 +173,14 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
     verdicts = visitors.duplicates(client, pairs)
     events = [event for _, event in pairs]
     visitors.recall(client, events)
-    site_ids = {e["site_id"] for e in events}
-    rules = rules_for(site_ids)
-    testing = test_sites(site_ids)
+    sites = site_setups(client, {e["site_id"] for e in events})
     rows, results = [], []
     last_seen: dict[int, datetime] = {}
     for event, duplicate in zip(events, verdicts, strict=True):
         message = event["message"]
+        site = sites[event["site_id"]]
         name, reason, result = mapping.outcome(
-            event, duplicate, rules.get((event["site_id"], message["event"]), [])
+            event, duplicate, site.rules.get(message["event"], [])
         )
         received = parse(event["received_at"])
         if not event.get("test"):  # a test event from the admin says nothing of the snippet
@@ -77,7 +199,7 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
                 "identifiers": event["identifiers"],
                 "sources": event.get("sources") or {},
                 "message": message,
-                "test": bool(event.get("test")) or event["site_id"] in testing,
+                "test": bool(event.get("test")) or site.test,
             }
         )
         results.append(result)
@@ -87,7 +209,8 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
         ),
         rows,
     ).all()
-    buffered_at = utcnow()
+    read_at = [entry.read_at for entry in entries if entry.read_at]
+    buffered_at = datetime.fromtimestamp(min(read_at), UTC) if read_at else utcnow()
     items = [
         {
             "pixel_key": rule.pixel_key,
@@ -106,12 +229,7 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
     ]
     if items:
         db.session.execute(insert(DeliveryItem.__table__), items)  # Core: no ORM bulk overhead
-    for site_id, moment in last_seen.items():
-        db.session.execute(
-            update(Site)
-            .where(Site.id == site_id, Site.last_event_at.is_(None) | (Site.last_event_at < moment))
-            .values(last_event_at=moment)
-        )
+    _last_seen(last_seen)
     db.session.commit()
     _count(rows)
     return batching.schedule_flushes({item["pixel_key"] for item in items})
