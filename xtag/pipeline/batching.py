@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, select, union_all, update
 
 from xtag.extensions import db
 from xtag.models import Delivery, DeliveryItem, Pixel, utcnow
@@ -36,21 +36,49 @@ class Due(NamedTuple):
     sent: frozenset[int] = frozenset()
 
 
+def _waiting(pixel_keys: set[int], offset: int) -> dict:
+    """For each pixel, its waiting conversion number `offset` in claim order
+    (0: the first), if there is one: pixel -> that conversion's created_at.
+    One statement, each pixel's part a short range of the waiting index."""
+    parts: list[Select] = [
+        select(
+            select(DeliveryItem.pixel_key, DeliveryItem.created_at)
+            .where(DeliveryItem.pixel_key == pixel_key, DeliveryItem.delivery_id.is_(None))
+            .order_by(DeliveryItem.id)
+            .offset(offset)
+            .limit(1)
+            .subquery()
+        )
+        for pixel_key in sorted(pixel_keys)
+    ]
+    if not parts:
+        return {}
+    return dict(db.session.execute(union_all(*parts) if len(parts) > 1 else parts[0]).all())
+
+
 def schedule_flushes(pixel_keys: set[int]) -> Due:
     """After conversions were buffered: flush at once where 500 wait."""
     if not pixel_keys:
         return Due()
-    waiting = dict(
-        db.session.execute(
-            select(DeliveryItem.pixel_key, func.count())
-            .where(DeliveryItem.pixel_key.in_(pixel_keys), DeliveryItem.delivery_id.is_(None))
-            .group_by(DeliveryItem.pixel_key)
-        ).all()
-    )
-    sent = frozenset(p for p in pixel_keys if waiting.get(p, 0) >= BATCH_MAX)
+    sent = frozenset(_waiting(pixel_keys, BATCH_MAX - 1))
     for pixel_key in sent:
         flush(pixel_key)
     return Due(frozenset(pixel_keys) - sent, sent)
+
+
+def flush_if_due(pixel_keys: set[int] | list[int]) -> dict[int, float]:
+    """Flush each pixel whose first waiting conversion has waited the batch
+    window (what claim looks at); for the others, in how many seconds it
+    will have. A pixel with nothing waiting is neither."""
+    now = utcnow()
+    later = {}
+    for pixel_key, created_at in _waiting(set(pixel_keys), 0).items():
+        wait = (created_at + window() - now).total_seconds()
+        if wait <= 0:
+            flush(pixel_key)
+        else:
+            later[pixel_key] = wait + 0.002  # never a moment before claim would agree
+    return later
 
 
 def _flag(pixel_key: int) -> str:

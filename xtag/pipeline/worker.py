@@ -33,7 +33,12 @@ log = logging.getLogger(__name__)
 READ_COUNT = 200  # inbox entries per read at most
 EVENTS_PER_READ = 2000  # ... and about this many events (a /v1/batch entry holds up to 2,500)
 BLOCK_MS = 1000
-RECLAIM_EVERY_SECONDS = 5.0
+RECLAIM_EVERY_SECONDS = 5.0  # also how often the dead-letter cap is checked
+# A read that finds fewer entries than it could take waits this long (at most
+# a quarter of the batch window) for more, so a trickle of beacons costs one
+# transaction per few events, not one per event. The wait costs no latency:
+# the batch window runs from the first read.
+LINGER_SECONDS = 0.2
 # Errors that retrying cannot cure: the entry's data, not the database, is at fault.
 POISON = (DataError, IntegrityError, KeyError, TypeError, ValueError, AttributeError)
 
@@ -61,12 +66,14 @@ class Consumer:
         self.client = queues.redis_client(app)
         self.claim_idle_ms = app.config["XTAG_INBOX_CLAIM_MS"]
         self.stop = threading.Event()
+        self.streams = inbox.streams(app.config["XTAG_INBOX_SHARDS"])
         self._next_reclaim = 0.0
+        self._next_dead_check = 0.0
         self._next_run: dict[str, float] = {}  # SCHEDULE task -> when it is next due
         self._retry_own = True
-        self.streams = inbox.streams(app.config["XTAG_INBOX_SHARDS"])
         self.window = app.config["XTAG_BATCH_WINDOW_MS"] / 1000
-        self.due: dict[int, float] = {}  # pixel -> when its partial batch is flushed
+        self.linger = min(LINGER_SECONDS, self.window / 4)
+        self.due: dict[int, float] = {}  # pixel -> when to look at its partial batch
         self.read_count = READ_COUNT
         inbox.ensure_group(self.client, self.streams)
 
@@ -88,7 +95,7 @@ class Consumer:
             if entries:
                 return entries
             self._retry_own = False
-        if inbox.set_aside_full(self.client):  # stop rather than lose an entry
+        if self._dead_full():  # stop rather than lose an entry
             log.error("intake: %d entries set aside; not reading more", inbox.DEAD_MAX)
             time.sleep(min(1.0, (block_ms or 0) / 1000))
             return []
@@ -101,14 +108,43 @@ class Consumer:
                 return entries
         return inbox.read(self.client, self.name, self.read_count, block_ms, self.streams)
 
+    def _dead_full(self) -> bool:
+        """The dead-letter cap, looked at every few seconds (not per read):
+        past the cap nothing is trimmed, so a few more set aside lose nothing."""
+        if time.monotonic() < self._next_dead_check:
+            return False
+        full = inbox.set_aside_full(self.client)
+        self._next_dead_check = 0.0 if full else time.monotonic() + RECLAIM_EVERY_SECONDS
+        return full
+
+    def _more(self, entries: list[inbox.Entry]) -> list[inbox.Entry]:
+        """A short read: wait a moment for more entries, then take them too."""
+        if self.stop.wait(self.linger):
+            return entries
+        more = inbox.read(
+            self.client, self.name, self.read_count - len(entries), None, self.streams
+        )
+        return entries + more
+
     def flush_due(self, everything: bool = False) -> None:
+        """Flush the pixels whose partial batch may be due; a pixel whose
+        oldest conversion is still young (another worker's flush took the
+        older ones) is looked at again when that one is due."""
         now = time.monotonic()
         ready = [p for p, at in self.due.items() if everything or at <= now]
-        if ready:
-            with self.app.app_context():
+        if not ready:
+            return
+        with self.app.app_context():
+            if everything:
                 for pixel_key in ready:
                     batching.flush(pixel_key)
-                    del self.due[pixel_key]
+                later = {}
+            else:
+                later = batching.flush_if_due(ready)
+        for pixel_key in ready:
+            del self.due[pixel_key]
+        for pixel_key, seconds in later.items():
+            self.due[pixel_key] = now + seconds
 
     def _block_ms(self, block_ms: int | None) -> int | None:
         if block_ms is None or not self.due:
@@ -144,13 +180,18 @@ class Consumer:
                 type(exc).__name__,
             )
             inbox.set_aside(self.client, entry, type(exc).__name__)
+            self._next_dead_check = 0.0
             return batching.Due()
 
-    def run_once(self, block_ms: int | None = None) -> int:
+    def run_once(self, block_ms: int | None = None, linger: bool = False) -> int:
+        """Read and record once; `linger`: after a short read, wait a moment for more."""
         self.flush_due()
         entries = self._take(self._block_ms(block_ms))
         if not entries:
             return 0
+        read_at = time.monotonic()
+        if linger and self.linger and len(entries) < self.read_count and not self._retry_own:
+            entries = self._more(entries)
         try:
             try:
                 flushes = self._record(entries)
@@ -162,11 +203,9 @@ class Consumer:
         inbox.done(self.client, entries)
         per_entry = max(1, sum(len(e.events) for e in entries) // len(entries))
         self.read_count = max(1, min(READ_COUNT, EVENTS_PER_READ // per_entry))
-        due = time.monotonic() + self.window
-        for pixel_key in flushes.later:  # an earlier due time stays: no waiting forever
+        due = read_at + self.window  # the batch window runs from the read (intake.record)
+        for pixel_key in flushes.later | flushes.sent:  # an earlier due time stays
             self.due.setdefault(pixel_key, due)
-        for pixel_key in flushes.sent:  # the young tail: an earlier flush would find it too young
-            self.due[pixel_key] = due
         return len(entries)
 
     def drain(self) -> int:
@@ -208,7 +247,7 @@ class Consumer:
         while not self.stop.is_set():
             try:
                 self.run_due()
-                self.run_once(BLOCK_MS)
+                self.run_once(BLOCK_MS, linger=True)
             except Exception:  # keep consuming; the entries stay pending and are retried
                 log.exception("intake: recording events failed; retrying in 1 s")
                 self.stop.wait(1.0)
