@@ -121,7 +121,7 @@ def claim(pixel_key: int) -> int | None:
         db.session.commit()  # what was dropped; what waits is flushed when due
         return None
     pixel = db.session.get(Pixel, pixel_key)
-    status = "test" if test else "pending"
+    status = "test" if test else "sending"  # taken by this job: send() need not take it again
     delivery = Delivery(pixel_key=pixel_key, connection_id=pixel.connection_id, status=status)
     db.session.add(delivery)
     db.session.flush()
@@ -150,7 +150,7 @@ def deliver_pixel(pixel_key: int) -> int:
         return 0
     sent = 0
     while (delivery_id := claim(pixel_key)) is not None:
-        send(delivery_id)  # a test delivery is only recorded
+        send(delivery_id, claimed=True)  # a test delivery is only recorded
         sent += 1
     return sent
 

@@ -196,8 +196,10 @@ class _Attempt:
         )  # fmt: skip
         db.session.commit()
 
-    def run(self, items: list[Item]) -> None:
-        """Send items; a rejected batch is halved until the bad conversions are alone."""
+    def run(self, items: list[Item], half: bool = False) -> None:
+        """Send items; a rejected batch is halved until the bad conversions are alone.
+        A half's fate is committed before the next half is posted; the whole
+        batch's, with the delivery's status (_finish)."""
         verdict = self.post(items)
         pixel = self.delivery.pixel.pixel_id
         if verdict.kind == "delivered":
@@ -206,8 +208,8 @@ class _Attempt:
             credentials.mark(self.connection, healthy=True)
         elif verdict.kind == "invalid" and len(items) > 1:
             middle = len(items) // 2
-            self.run(items[:middle])
-            self.run(items[middle:])
+            self.run(items[:middle], half=True)
+            self.run(items[middle:], half=True)
         elif verdict.kind == "invalid":
             _settle([i.id for i in items], "rejected", verdict.message)
             counters.CONVERSIONS_FAILED.labels(pixel, "rejected").inc(len(items))
@@ -217,7 +219,8 @@ class _Attempt:
             _settle([i.id for i in items], "failed", verdict.message)
             counters.CONVERSIONS_FAILED.labels(pixel, "refused").inc(len(items))
             credentials.mark(self.connection, healthy=False, error=verdict.message)
-        db.session.commit()
+        if half:
+            db.session.commit()
 
 
 def _finish(delivery: Delivery, retry: Verdict | None) -> None:
@@ -291,9 +294,10 @@ def _record_test(delivery: Delivery) -> None:
     )  # fmt: skip
 
 
-def send(delivery_id: int) -> str:
+def send(delivery_id: int, claimed: bool = False) -> str:
     """Send a delivery's outstanding conversions; returns its new status.
-    A test delivery is recorded with the request it would be, never sent."""
+    A test delivery is recorded with the request it would be, never sent.
+    `claimed`: batching.claim just made it, as `sending`, for this job."""
     delivery = db.session.get(Delivery, delivery_id)
     if delivery is None or delivery.status in ("delivered", "partial", "failed"):
         return delivery.status if delivery else "missing"
@@ -311,7 +315,7 @@ def send(delivery_id: int) -> str:
     if held:
         retry_later(delivery, datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
         return delivery.status
-    if not _take(delivery):
+    if not claimed and not _take(delivery):
         return delivery.status  # another worker is sending it, or already did
     outstanding = _outstanding(delivery.id)
     try:
