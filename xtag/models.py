@@ -367,7 +367,7 @@ class DeliveryItem(db.Model):
     event_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("received_events.id", ondelete="SET NULL")
     )
-    conversion_id: Mapped[str | None] = mapped_column(String(200))
+    conversion_id: Mapped[str | None] = mapped_column(String(500))  # mapping.TEXT_MAX
     conversion: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # while waiting: what completes its identifiers at claim time (the event's
     # hashed identifiers, its visitor's memory keys); null when nothing can

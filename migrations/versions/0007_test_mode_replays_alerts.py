@@ -31,6 +31,10 @@ def upgrade():
             sa.Column("test", sa.Boolean(), nullable=False, server_default=sa.false())
         )
         batch_op.add_column(sa.Column("match", sa.Integer(), nullable=True))
+        # an order id may be 500 characters (core.mapping.TEXT_MAX): 200 set it aside
+        batch_op.alter_column(
+            "conversion_id", type_=sa.String(length=500), existing_type=sa.String(length=200)
+        )
         batch_op.create_index("ix_delivery_items_pixel_created", ["pixel_key", "created_at"])
         batch_op.create_index("ix_delivery_items_pixel_conversion", ["pixel_key", "conversion_id"])
     op.create_table(
@@ -80,6 +84,9 @@ def downgrade():
     with op.batch_alter_table("delivery_items") as batch_op:
         batch_op.drop_index("ix_delivery_items_pixel_conversion")
         batch_op.drop_index("ix_delivery_items_pixel_created")
+        batch_op.alter_column(
+            "conversion_id", type_=sa.String(length=200), existing_type=sa.String(length=500)
+        )
         batch_op.drop_column("match")
         batch_op.drop_column("test")
     with op.batch_alter_table("received_events") as batch_op:
