@@ -6,6 +6,7 @@ here and only SHA-256 hex digests leave, so nothing downstream can leak them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -126,8 +127,11 @@ def clean_twclid(value: object) -> str | None:
 
 def _phone_key(key: object) -> bool:
     """A key that names a phone number (phone, tel, mobile_phone, cellPhone, ...)."""
-    if not isinstance(key, str):
-        return False
+    return isinstance(key, str) and _phone_name(key)
+
+
+@functools.lru_cache(maxsize=4096)  # the same few keys in every message
+def _phone_name(key: str) -> bool:
     name = key.lower().replace("-", "_")
     return any(word in name for word in PHONE_WORDS) or name in PHONE_NAMES
 
