@@ -17,6 +17,7 @@ Workers read every shard in one XREADGROUP; the dead letters are one stream.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -95,6 +96,11 @@ class OverLimit(Exception):
         self.retry_after = retry_after
 
 
+@functools.lru_cache(maxsize=8)  # per client (one per process): its SHA-1 computed once
+def _buckets_then_xadd(client: redis.Redis):
+    return client.register_script(_BUCKETS_THEN_XADD)
+
+
 def add(
     client: redis.Redis,
     events: list[dict],
@@ -112,7 +118,7 @@ def add(
     if not per_second:
         return client.xadd(stream, {"events": payload}).decode()
     keys = [f"xtag:bucket:{scope}", f"xtag:bucket:{scope}:{address or '-'}", stream]
-    taken, answer = client.register_script(_BUCKETS_THEN_XADD)(
+    taken, answer = _buckets_then_xadd(client)(
         keys=keys, args=[len(events), per_second, BURST_SECONDS, "events", payload]
     )
     if not taken:
