@@ -7,6 +7,7 @@ waits up to the batch window; the sweep recovers what a dead worker left."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -16,7 +17,7 @@ from sqlalchemy import Select, select, union_all, update
 from xtag.extensions import db
 from xtag.models import Delivery, DeliveryItem, Pixel, utcnow
 from xtag.pipeline import binding, queues
-from xtag.pipeline.sending import held_until, retry_later, send
+from xtag.pipeline.sending import held_until, ids_in, retry_later, send
 
 BATCH_MAX = 500
 OVERDUE_SECONDS = 10
@@ -57,13 +58,29 @@ def _waiting(pixel_keys: set[int], offset: int) -> dict:
 
 
 def schedule_flushes(pixel_keys: set[int]) -> Due:
-    """After conversions were buffered: flush at once where 500 wait."""
+    """After conversions were buffered (by a replay): flush at once where 500 wait."""
     if not pixel_keys:
         return Due()
     sent = frozenset(_waiting(pixel_keys, BATCH_MAX - 1))
     for pixel_key in sent:
         flush(pixel_key)
     return Due(frozenset(pixel_keys) - sent, sent)
+
+
+# pixel -> conversions this process buffered since it last flushed the pixel
+_buffered: Counter[int] = Counter()
+
+
+def buffered(counts: Counter[int]) -> Due:
+    """After the intake buffered `counts` conversions per pixel: flush a pixel
+    at once when this process has buffered 500 for it since its last flush.
+    No query per read: a flush takes every full batch waiting, whoever
+    buffered it, and the rest goes when its window ends."""
+    _buffered.update(counts)
+    sent = frozenset(p for p in counts if _buffered[p] >= BATCH_MAX)
+    for pixel_key in sent:
+        flush(pixel_key)
+    return Due(frozenset(counts) - sent, sent)
 
 
 def flush_if_due(pixel_keys: set[int] | list[int]) -> dict[int, float]:
@@ -88,6 +105,7 @@ def _flag(pixel_key: int) -> str:
 def flush(pixel_key: int, at: datetime | None = None) -> None:
     """Queue a flush job for a pixel unless one is queued and not yet started
     (that one will take whatever is waiting when it starts)."""
+    _buffered.pop(pixel_key, None)
     if queues.redis_client().set(_flag(pixel_key), 1, nx=True, ex=300):
         queues.enqueue(FLUSH_JOB, at, pixel_key=pixel_key)
 
@@ -98,10 +116,11 @@ def claim(pixel_key: int) -> int | None:
     A short tail (< 500) is only taken once its oldest conversion has waited
     the batch window; otherwise a flush is scheduled for then.
     """
+    items = DeliveryItem.__table__.c  # Core columns: plain rows, no ORM loading
     rows = db.session.execute(
-        select(DeliveryItem.id, DeliveryItem.created_at, DeliveryItem.visitor, DeliveryItem.test)
-        .where(DeliveryItem.pixel_key == pixel_key, DeliveryItem.delivery_id.is_(None))
-        .order_by(DeliveryItem.id)
+        select(items.id, items.created_at, items.visitor, items.test)
+        .where(items.pixel_key == pixel_key, items.delivery_id.is_(None))
+        .order_by(items.id)
         .limit(BATCH_MAX)
         .with_for_update(skip_locked=True)
     ).all()
@@ -111,7 +130,7 @@ def claim(pixel_key: int) -> int | None:
     test = rows[0].test  # test and live conversions never share a batch
     rows = [r for r in rows if r.test == test]
     if len(rows) < BATCH_MAX and rows[0].created_at + window() > utcnow():
-        db.session.rollback()  # the worker that buffered these flushes them when due
+        db.session.rollback()  # a worker's flush timer looks again when they are due
         return None
     claimable = binding.complete(rows, window())
     if claimable.wait:  # unidentified and young: settled once they have waited a window
@@ -126,8 +145,8 @@ def claim(pixel_key: int) -> int | None:
     db.session.add(delivery)
     db.session.flush()
     taken = db.session.execute(
-        update(DeliveryItem)
-        .where(DeliveryItem.id.in_(claimable.take), DeliveryItem.delivery_id.is_(None))
+        update(DeliveryItem.__table__)
+        .where(ids_in(DeliveryItem.id, claimable.take), DeliveryItem.delivery_id.is_(None))
         .values(delivery_id=delivery.id, status="test" if test else "sending")
     ).rowcount
     if not taken:

@@ -17,11 +17,11 @@ from typing import NamedTuple
 
 import redis
 from flask import has_app_context
+from sqlalchemy import JSON, Table, insert, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, select, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from xtag.core import mapping
+from xtag.core import fastjson, mapping
 from xtag.core.times import parse
 from xtag.extensions import db
 from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site, utcnow
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "xtag:sites:version"  # a new random value after every change to sites' rules
 CACHE_SECONDS = 60.0  # the longest a lost version change (Redis away then) goes unseen
+COPY_FROM = 20  # rows from which an insert on PostgreSQL goes by COPY
 LAST_SEEN_EVERY = timedelta(seconds=5)  # sites.last_event_at is written at most this often
 CHANGED = "xtag_sites_changed"  # session.info flag: this transaction changed rules
 WATCHED = (Site, Pixel, Mapping)
@@ -161,6 +162,42 @@ def _last_seen(last_seen: dict[int, datetime]) -> None:
         written[site_id] = moment
 
 
+def _insert(table: Table, rows: list[dict], ids: bool = False) -> list[int]:
+    """Insert rows (all with the same keys) in the session's transaction;
+    with `ids`, their ids in order. Core, not the ORM: hundreds of rows.
+    On PostgreSQL, from COPY_FROM rows, by COPY, ids drawn from the sequence
+    first: an INSERT of hundreds of rows is a statement so long that psycopg
+    parses it anew each time, which cost the worker more than anything but X
+    (for a few rows, the INSERT's one round trip is cheaper than COPY's three)."""
+    if len(rows) < COPY_FROM or db.session.get_bind().dialect.name != "postgresql":
+        if ids:
+            statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+            return list(db.session.scalars(statement, rows))
+        db.session.execute(insert(table), rows)
+        return []
+    columns = list(rows[0])
+    with db.session.connection().connection.driver_connection.cursor() as cursor:
+        if ids:  # on psycopg's cursor, as the COPY: plain tuples, no SQLAlchemy rows
+            cursor.execute(_NEXT_IDS, (table.name, len(rows)))
+            taken = [id_ for (id_,) in cursor.fetchall()]
+            rows = [{**row, "id": id_} for row, id_ in zip(rows, taken, strict=True)]
+            columns.append("id")
+        json = [isinstance(table.c[name].type, JSON) for name in columns]
+        names = ", ".join(f'"{name}"' for name in columns)
+        with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        fastjson.dumps(row[name]) if is_json else row[name]
+                        for name, is_json in zip(columns, json, strict=True)
+                    ]
+                )
+    return [row["id"] for row in rows] if ids else []
+
+
+_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
+
+
 def record(entries: list[inbox.Entry]) -> batching.Due:
     """Record inbox entries: each event with its outcome, and the conversions
     it produced waiting for their batch, in one transaction. Returns the
@@ -203,12 +240,7 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
             }
         )
         results.append(result)
-    ids = db.session.scalars(
-        insert(ReceivedEvent.__table__).returning(
-            ReceivedEvent.__table__.c.id, sort_by_parameter_order=True
-        ),
-        rows,
-    ).all()
+    ids = _insert(ReceivedEvent.__table__, rows, ids=True)
     read_at = [entry.read_at for entry in entries if entry.read_at]
     buffered_at = datetime.fromtimestamp(min(read_at), UTC) if read_at else utcnow()
     items = [
@@ -228,11 +260,11 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
         for rule, conversion in result.conversions
     ]
     if items:
-        db.session.execute(insert(DeliveryItem.__table__), items)  # Core: no ORM bulk overhead
+        _insert(DeliveryItem.__table__, items)
     _last_seen(last_seen)
     db.session.commit()
     _count(rows)
-    return batching.schedule_flushes({item["pixel_key"] for item in items})
+    return batching.buffered(Counter(item["pixel_key"] for item in items))
 
 
 # outcome -> the reason label when the outcome's own reason is free text or none

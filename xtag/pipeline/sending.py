@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 import requests
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, ColumnElement, any_, func, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from xtag.core.x_answers import Verdict, classify
 from xtag.extensions import db
@@ -36,18 +37,29 @@ class Item(NamedTuple):
     conversion: dict
 
 
+def ids_in(column, ids: list[int]) -> ColumnElement[bool]:
+    """`column IN ids`, for hundreds of ids: on PostgreSQL one array parameter,
+    so the statement stays short (psycopg parses a long one anew each time)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(ids, ARRAY(BigInteger)))
+    return column.in_(ids)
+
+
 def _outstanding(delivery_id: int) -> list[Item]:
+    items = DeliveryItem.__table__.c  # Core columns: plain rows, no ORM loading
     rows = db.session.execute(
-        select(DeliveryItem.id, DeliveryItem.conversion)
-        .where(DeliveryItem.delivery_id == delivery_id, DeliveryItem.status.in_(OUTSTANDING))
-        .order_by(DeliveryItem.id)
+        select(items.id, items.conversion)
+        .where(items.delivery_id == delivery_id, items.status.in_(OUTSTANDING))
+        .order_by(items.id)
     )
     return [Item(*row) for row in rows]
 
 
 def _settle(ids: list[int], status: str, error: str | None) -> None:
     db.session.execute(
-        update(DeliveryItem).where(DeliveryItem.id.in_(ids)).values(status=status, error=error)
+        update(DeliveryItem.__table__)
+        .where(ids_in(DeliveryItem.id, ids))
+        .values(status=status, error=error)
     )
 
 
@@ -132,6 +144,7 @@ class _Attempt:
             config["XTAG_X_API_BASE"], config["XTAG_X_API_VERSION"], delivery.pixel.pixel_id
         )
         self.retry: Verdict | None = None
+        self.delivered = 0  # conversions X took in this run
 
     def post(self, items: list[Item]) -> Verdict:
         body = client.body_of([item.conversion for item in items])
@@ -194,7 +207,8 @@ class _Attempt:
             delivery.id, delivery.pixel_key, len(items), answer.status or answer.error,
             answer.duration_ms, extra={"fields": fields},
         )  # fmt: skip
-        db.session.commit()
+        if verdict.kind != "delivered":  # else committed with the conversions' fate
+            db.session.commit()
 
     def run(self, items: list[Item], half: bool = False) -> None:
         """Send items; a rejected batch is halved until the bad conversions are alone.
@@ -204,6 +218,7 @@ class _Attempt:
         pixel = self.delivery.pixel.pixel_id
         if verdict.kind == "delivered":
             _settle([i.id for i in items], "delivered", None)
+            self.delivered += len(items)
             counters.CONVERSIONS_DELIVERED.labels(pixel).inc(len(items))
             credentials.mark(self.connection, healthy=True)
         elif verdict.kind == "invalid" and len(items) > 1:
@@ -223,8 +238,10 @@ class _Attempt:
             db.session.commit()
 
 
-def _finish(delivery: Delivery, retry: Verdict | None) -> None:
-    outstanding = bool(_statuses(delivery.id) & set(OUTSTANDING))
+def _finish(delivery: Delivery, retry: Verdict | None, statuses: set[str] | None = None) -> None:
+    """The delivery's status from its conversions' (`statuses` when the caller
+    knows them), or its retry."""
+    outstanding = bool((statuses or _statuses(delivery.id)) & set(OUTSTANDING))
     delays = current_app.config["XTAG_RETRY_DELAYS"]
     if outstanding and retry is not None and delivery.retries < len(delays):
         delay = delays[delivery.retries] * random.uniform(0.8, 1.2)
@@ -240,7 +257,7 @@ def _finish(delivery: Delivery, retry: Verdict | None) -> None:
         if outstanding:
             given_up = _give_up(delivery.id, retry.message if retry else "not delivered")
             counters.CONVERSIONS_FAILED.labels(delivery.pixel.pixel_id, "retries").inc(given_up)
-        statuses = _statuses(delivery.id)
+        statuses = statuses or _statuses(delivery.id)
         if statuses == {"delivered"}:
             delivery.status = "delivered"
         elif "delivered" in statuses:
@@ -328,5 +345,6 @@ def send(delivery_id: int, claimed: bool = False) -> str:
         return delivery.status
     if outstanding:
         attempt.run(outstanding)
-    _finish(delivery, attempt.retry)
+    every = claimed and outstanding and attempt.delivered == len(outstanding)
+    _finish(delivery, attempt.retry, {"delivered"} if every else None)  # a query less
     return delivery.status
