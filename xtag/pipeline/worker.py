@@ -241,12 +241,29 @@ class Consumer:
         for task in SCHEDULE:
             if now >= self._next_run.get(task.name, 0.0):
                 self._next_run[task.name] = now + task.every_seconds
-                task.run(self)
+                if not task.shared or self._my_turn(task):
+                    task.run(self)
+
+    def _my_turn(self, task: Periodic) -> bool:
+        """A shared task runs on the first worker to ask in each of its periods."""
+        key = f"xtag:schedule:{task.name}"
+        return bool(self.client.set(key, self.name, nx=True, px=int(task.every_seconds * 1000)))
+
+    def keep_schedule(self) -> None:
+        """SCHEDULE, in a thread of its own: a slow task (an alert check reading
+        an hour of conversions) must not hold up the intake, as it did when
+        the intake thread ran it between reads."""
+        while not self.stop.is_set():
+            try:
+                self.run_due()
+            except Exception:  # the next period tries again
+                log.exception("worker: scheduled work failed")
+            due = min(self._next_run.values(), default=0.0) - time.monotonic()
+            self.stop.wait(min(max(due, 0.05), 1.0))
 
     def run_forever(self) -> None:
         while not self.stop.is_set():
             try:
-                self.run_due()
                 self.run_once(BLOCK_MS, linger=True)
             except Exception:  # keep consuming; the entries stay pending and are retried
                 log.exception("intake: recording events failed; retrying in 1 s")
@@ -258,15 +275,18 @@ class Periodic:
     name: str
     every_seconds: float
     run: Callable[[Consumer], None]
+    # once this often across all workers (whichever asks first), not on each:
+    # N workers must not cost N times the database work of one
+    shared: bool = False
 
 
-# Scheduled work, declared in one place: every worker runs each task this
-# often (they are safe to run on several workers at once).
+# Scheduled work, declared in one place: each task runs this often, on every
+# worker or, shared, on one of them (all are safe to run on several at once).
 SCHEDULE = (
     Periodic("heartbeat", 5.0, Consumer.heartbeat),  # /readyz, the dashboard, workers_alive
-    Periodic("sweep", 10.0, Consumer.sweep),  # deliveries a dead worker left, overdue retries
-    Periodic("retention", 3600.0, Consumer.purge),  # retention.POLICIES
-    Periodic("alerts", 30.0, Consumer.check_alerts),  # alerts.kinds, posted to the webhook
+    Periodic("sweep", 10.0, Consumer.sweep, shared=True),  # what a dead worker left, late retries
+    Periodic("retention", 3600.0, Consumer.purge, shared=True),  # retention.POLICIES
+    Periodic("alerts", 30.0, Consumer.check_alerts, shared=True),  # alerts.kinds, to the webhook
 )
 
 
@@ -347,13 +367,18 @@ def _run(app: Flask, connection: redis.Redis, burst: bool) -> bool:
             worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
             consumer.drain()
         return True
-    thread = threading.Thread(target=consumer.run_forever, name="xtag-intake", daemon=True)
-    thread.start()
+    threads = [
+        threading.Thread(target=consumer.run_forever, name="xtag-intake", daemon=True),
+        threading.Thread(target=consumer.keep_schedule, name="xtag-schedule", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
     try:
         _work(app, connection)
         return True
     finally:
         consumer.stop.set()
-        thread.join(timeout=5)
+        for thread in threads:
+            thread.join(timeout=5)
         with contextlib.suppress(redis.RedisError):  # its heartbeat expires anyway
             heartbeat.stopped(consumer.client, consumer.name)
