@@ -109,12 +109,6 @@ def site_setups(client: redis.Redis, site_ids: set[int]) -> dict[int, SiteSetup]
     return {site: cache.sites[site] for site in site_ids}
 
 
-def forget() -> None:
-    """Drop the cache (tests)."""
-    global _cache
-    _cache = _Cache(None)
-
-
 @sa_event.listens_for(Session, "after_flush")
 def _flushed(session: Session, _context) -> None:
     if CHANGED not in session.info and any(

@@ -118,8 +118,12 @@ class Consumer:
         return full
 
     def _more(self, entries: list[inbox.Entry]) -> list[inbox.Entry]:
-        """A short read: wait a moment for more entries, then take them too."""
-        if self.stop.wait(self.linger):
+        """A short read: wait a moment for more entries (never past a flush
+        timer), then take them too."""
+        wait = self.linger
+        if self.due:
+            wait = min(wait, max(0.0, min(self.due.values()) - time.monotonic()))
+        if self.stop.wait(wait):
             return entries
         more = inbox.read(
             self.client, self.name, self.read_count - len(entries), None, self.streams
