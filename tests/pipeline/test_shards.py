@@ -132,3 +132,13 @@ def test_what_a_shard_cannot_record_is_set_aside_and_the_cap_stops_every_shard(
     assert inbox.requeue(client, [dead_id]) == 1  # back into shard 0, read by every worker
     worker.Consumer(app, name="w").drain()
     assert client.xlen(inbox.DEAD) == 1 and queued() == 0  # still broken: aside again
+
+
+def test_monitoring_counts_what_waits_in_every_shard(sharded):
+    app, sites = sharded
+    post(app, sites, per_site=1)  # one request per site, one site per shard
+    with app.app_context():
+        status = app.test_client().get("/readyz").json
+        metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert status["checks"]["redis"]["inbox_depth"] == SHARDS
+    assert f"xtag_inbox_depth {float(SHARDS)}" in metrics

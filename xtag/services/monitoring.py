@@ -5,7 +5,6 @@ Prometheus text of one scrape."""
 from __future__ import annotations
 
 import os
-import time
 from datetime import datetime, timedelta
 
 import redis
@@ -40,20 +39,15 @@ def queues(within: float = heartbeat.TTL, client: redis.Redis | None = None) -> 
     `within` seconds; None when Redis cannot be reached."""
     client = client or redis_client()
     try:
-        with client.pipeline(transaction=False) as pipe:
-            pipe.xlen(inbox.STREAM)
-            pipe.xrange(inbox.STREAM, count=1)
-            pipe.xlen(inbox.DEAD)
-            pipe.info("memory")
-            depth, oldest, dead, memory = pipe.execute()
+        backlog = inbox.backlog(client)  # every shard of the inbox
+        memory = client.info("memory")
         alive = heartbeat.alive(client, within)
     except (redis.RedisError, OSError):
         return None
-    age = time.time() - int(oldest[0][0].split(b"-")[0]) / 1000 if oldest else 0.0
     return {
-        "inbox_depth": depth,
-        "inbox_oldest_age_seconds": max(age, 0.0),
-        "inbox_dead_entries": dead,
+        "inbox_depth": backlog["depth"],
+        "inbox_oldest_age_seconds": backlog["oldest_age_seconds"],
+        "inbox_dead_entries": backlog["dead"],
         "inbox_dead_cap": inbox.DEAD_MAX,
         "workers_alive": len(alive),
         "redis_used_memory_bytes": memory.get("used_memory", 0),
