@@ -95,7 +95,11 @@ def _sample(site: Site, event_name: str | None = None) -> str:
     )
     row = db.session.scalar(
         select(ReceivedEvent)
-        .where(ReceivedEvent.site_id == site.id, ReceivedEvent.event_name.in_(names))
+        .where(
+            ReceivedEvent.site_id == site.id,
+            ReceivedEvent.event_name.in_(names),
+            ReceivedEvent.test.is_(False),  # a test event from the admin is not a real one
+        )
         .order_by(ReceivedEvent.id.desc())
     )
     made_up = {"event": event_name or "Order Completed", "anonymousId": "a-1"}
