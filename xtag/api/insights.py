@@ -8,10 +8,7 @@ from sqlalchemy import select
 
 from xtag.api import openapi
 from xtag.api.auth import requires
-from xtag.api.views import _int_arg, _json_body, _page, _row, bp
-from xtag.core.errors import NotFound
-from xtag.core.fields import ID_MAX
-from xtag.extensions import db
+from xtag.api.views import _int_arg, _json_body, _page, _row, bp, found
 from xtag.models import Replay
 from xtag.pipeline import quality
 from xtag.services import replays
@@ -38,10 +35,7 @@ def pixel_quality(row_id: int):
 
 
 def _replay(row_id: int) -> Replay:
-    row = db.session.get(Replay, row_id) if row_id <= ID_MAX else None
-    if row is None:
-        raise NotFound(f"no replay with id {row_id}")
-    return row
+    return found(Replay, row_id, "replay")
 
 
 @bp.route("/replays", methods=["POST"])

@@ -84,11 +84,16 @@ def _page(query, serialize, order):
     return jsonify(items=[serialize(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-def _row(kind: Kind, row_id: int):
-    row = db.session.get(kind.model, row_id) if row_id <= ID_MAX else None
+def found(model: type, row_id: int, name: str, most: int = ID_MAX):
+    """The row with that id; NotFound for none, and for ids no column holds."""
+    row = db.session.get(model, row_id) if row_id <= most else None
     if row is None:
-        raise NotFound(f"no {kind.name} with id {row_id}")
+        raise NotFound(f"no {name} with id {row_id}")
     return row
+
+
+def _row(kind: Kind, row_id: int):
+    return found(kind.model, row_id, kind.name)
 
 
 def _json_body():
@@ -191,10 +196,7 @@ def deliveries():
 
 
 def _delivery(row_id: int) -> Delivery:
-    row = db.session.get(Delivery, row_id) if row_id <= BIG_ID_MAX else None
-    if row is None:
-        raise NotFound(f"no delivery with id {row_id}")
-    return row
+    return found(Delivery, row_id, "delivery", BIG_ID_MAX)
 
 
 @bp.route("/deliveries/<int:row_id>", methods=["GET"])

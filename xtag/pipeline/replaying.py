@@ -36,38 +36,35 @@ class Made(NamedTuple):
     conversion: dict
 
 
-def _events(replay: Replay, after: int):
-    query = (
-        select(ReceivedEvent)
-        .where(
-            ReceivedEvent.site_id == replay.site_id,
-            ReceivedEvent.received_at >= replay.since,
-            ReceivedEvent.received_at < replay.until,
-            ReceivedEvent.id > after,
-            ReceivedEvent.type == "track",
-            ReceivedEvent.test.is_(False),
-            ~((ReceivedEvent.outcome == "dropped") & ReceivedEvent.reason.in_(NOT_REPLAYED)),
-        )
-        .order_by(ReceivedEvent.id)
-        .limit(CHUNK)
-    )
-    if replay.event_name:
-        query = query.where(ReceivedEvent.event_name == replay.event_name)
-    return db.session.scalars(query).all()
-
-
-def count(replay: Replay) -> int:
-    """How many events the window holds (for progress)."""
-    query = select(func.count(ReceivedEvent.id)).where(
+def _window(replay: Replay) -> list:
+    """The received events a replay runs through: its site, window and name,
+    track events recorded live and not dropped on purpose."""
+    conditions = [
         ReceivedEvent.site_id == replay.site_id,
         ReceivedEvent.received_at >= replay.since,
         ReceivedEvent.received_at < replay.until,
         ReceivedEvent.type == "track",
         ReceivedEvent.test.is_(False),
-    )
+        ~((ReceivedEvent.outcome == "dropped") & ReceivedEvent.reason.in_(NOT_REPLAYED)),
+    ]
     if replay.event_name:
-        query = query.where(ReceivedEvent.event_name == replay.event_name)
-    return db.session.scalar(query) or 0
+        conditions.append(ReceivedEvent.event_name == replay.event_name)
+    return conditions
+
+
+def _events(replay: Replay, after: int):
+    query = (
+        select(ReceivedEvent)
+        .where(*_window(replay), ReceivedEvent.id > after)
+        .order_by(ReceivedEvent.id)
+        .limit(CHUNK)
+    )
+    return db.session.scalars(query).all()
+
+
+def count(replay: Replay) -> int:
+    """How many events the replay reads (for progress)."""
+    return db.session.scalar(select(func.count(ReceivedEvent.id)).where(*_window(replay))) or 0
 
 
 def _conversions(rows: list[ReceivedEvent], rules: dict) -> list[Made]:
