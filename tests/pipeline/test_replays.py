@@ -102,6 +102,7 @@ def test_what_was_dropped_on_purpose_or_delivered_is_not_replayed(
     assert len(fake_x.accepted()) == 2
     done = client.get(f"/api/v1/replays/{result['id']}", headers=admin).json
     assert (done["status"], done["conversions"], done["skipped"]) == ("done", {}, 2)
+    assert done["events"] == done["total"] == 2  # what was dropped on purpose is not read
 
 
 def test_a_dry_run_warns_of_conversions_older_than_48_hours(client, shop, admin, work):
