@@ -117,6 +117,16 @@ def test_memory_written_before_the_short_names_is_still_read(app, site, work):
     assert events()[-1].identifiers["twclid"] == "tw-new"  # the newer value wins
 
 
+def test_the_latest_click_id_of_one_read_is_remembered(app, site, work):
+    """Every read's writes go to Redis at once: the later event's value still wins."""
+    post(app, site, "page", {**landing("a-6"), "context": {"twclid": "tw-first"}})
+    post(app, site, "page", {**landing("a-6"), "context": {"twclid": "tw-later"}})
+    work()
+    post(app, site, "track", order(anonymousId="a-6"))
+    work()
+    assert events()[-1].identifiers["twclid"] == "tw-later"
+
+
 # --- late binding: a track just before an identify, in separate reads ---------------------
 
 

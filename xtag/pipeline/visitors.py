@@ -39,6 +39,7 @@ the sum over its sites, each with its own n.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import redis
@@ -59,20 +60,6 @@ def _digest(value: str) -> str:
 
 def visitor_key(site_id: int, kind: str, value: str) -> str:
     return f"xtag:traits:{site_id}:{_digest(f'{kind}:{value}')}"
-
-
-def _links_key(key: str) -> str:
-    """Where links were kept before they moved into the visitor's hash (a set, read
-    until the last of them expires, 30 days after the upgrade)."""
-    return "xtag:links:" + key.split(":", 2)[2]
-
-
-def _link_field(key: str) -> str:
-    return LINK + key.rsplit(":", 1)[1]
-
-
-def _linked_key(key: str, field: bytes) -> str:
-    return f"{key.rsplit(':', 1)[0]}:{field.decode()[len(LINK) :]}"
 
 
 def visitor_keys(event: dict) -> list[str]:
@@ -97,66 +84,171 @@ def _remembered(event: dict) -> dict[str, str]:
     return kept
 
 
-def _links(client: redis.Redis, own: list[list[str]]) -> dict[str, set[str]]:
-    """Each visitor key involved -> the keys linked to it: those stored, and
-    those this read carries together with it."""
-    involved = sorted({key for keys in own for key in keys})
-    with client.pipeline(transaction=False) as pipe:
-        for key in involved:
-            pipe.hkeys(key)
-            pipe.smembers(_links_key(key))
-        found = iter(pipe.execute())
-    linked = {}
-    for key in involved:
-        fields, before = next(found), next(found)
-        linked[key] = {_linked_key(key, f) for f in fields if f.startswith(LINK.encode())}
-        linked[key] |= {m.decode() for m in before}
-    for keys in own:
-        for key in keys:
-            linked[key] |= set(keys) - {key}
-    return linked
-
-
 def _wants(event: dict) -> bool:
     found = event["identifiers"]
     return event["message"]["type"] != "identify" and not all(k in found for k in REMEMBERED)
 
 
-def _whole(keys: list[str], linked: dict[str, set[str]]) -> list[str]:
-    """A visitor's keys and the keys linked to them."""
-    return sorted({*keys, *(other for key in keys for other in linked[key])})
+# One script per read of the inbox (and per batch claimed): a pipeline of a few
+# commands per visitor key cost the worker more Python than anything but the
+# mapping. ARGV: seconds to keep what is written (0: write nothing), LINK, the
+# prefix of the former link sets, the number of fields n, their n short then n
+# long names; then per visitor: its key count k, its k keys, 1 if its memory is
+# wanted, its count of pairs m and m field/value pairs to remember. Each key's
+# linked keys are those stored (fields 'l:<digest>', and the former sets) and
+# the keys this call gives with it; a visitor's keys are its own and those
+# linked to them. Writes come first: every key's links, then the visitors' pairs
+# to all their keys (a later visitor's value of a field wins), one HSET a key.
+# Returns per wanted visitor its memory, as field number/value pairs, each
+# field the first found in its sorted keys.
+_RECALL = """
+local ttl, link, sets, nf = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local names = {}
+for f = 1, 2 * nf do names[f] = ARGV[4 + f] end
+local visitors, linked, involved = {}, {}, {}
+local i = 5 + 2 * nf
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local v = {keys = {}, wanted = ARGV[i + n + 1] == '1', kept = {}}
+  for j = 1, n do
+    local key = ARGV[i + j]
+    v.keys[j] = key
+    if not linked[key] then
+      linked[key] = {}
+      involved[#involved + 1] = key
+    end
+  end
+  local m = tonumber(ARGV[i + n + 2])
+  for j = 1, 2 * m do v.kept[j] = ARGV[i + n + 2 + j] end
+  visitors[#visitors + 1] = v
+  i = i + n + 3 + 2 * m
+end
+
+for _, key in ipairs(involved) do
+  local head = string.match(key, '^(.*):[^:]*$')
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(field, 1, #link) == link then
+      linked[key][head .. ':' .. string.sub(field, #link + 1)] = true
+    end
+  end
+  for _, other in ipairs(redis.call('SMEMBERS', sets .. string.match(key, '^[^:]*:[^:]*:(.*)$'))) do
+    linked[key][other] = true
+  end
+end
+for _, v in ipairs(visitors) do
+  for _, key in ipairs(v.keys) do
+    for _, other in ipairs(v.keys) do
+      if other ~= key then linked[key][other] = true end
+    end
+  end
+end
+for _, v in ipairs(visitors) do
+  local seen, whole = {}, {}
+  for _, key in ipairs(v.keys) do
+    if not seen[key] then seen[key] = true; whole[#whole + 1] = key end
+    for other in pairs(linked[key]) do
+      if not seen[other] then seen[other] = true; whole[#whole + 1] = other end
+    end
+  end
+  if v.wanted then table.sort(whole) end  -- the order its memory is read in
+  v.whole = whole
+end
+
+local function hset(key, pairs_)  -- in parts: unpack takes a few thousand values at most
+  for start = 1, #pairs_, 1000 do
+    redis.call('HSET', key, unpack(pairs_, start, math.min(start + 999, #pairs_)))
+  end
+  redis.call('EXPIRE', key, ttl)
+end
+
+if ttl > 0 then
+  for _, key in ipairs(involved) do
+    local fields = {}
+    for other in pairs(linked[key]) do
+      fields[#fields + 1] = link .. string.match(other, '([^:]*)$')
+      fields[#fields + 1] = ''
+    end
+    if #fields > 0 then hset(key, fields) end
+  end
+  local fields, written = {}, {}  -- per key, what the visitors give it (the last value wins)
+  for _, v in ipairs(visitors) do
+    if #v.kept > 0 then
+      for _, key in ipairs(v.whole) do
+        if not fields[key] then
+          fields[key] = {}
+          written[#written + 1] = key
+        end
+        for j = 1, #v.kept, 2 do fields[key][v.kept[j]] = v.kept[j + 1] end
+      end
+    end
+  end
+  for _, key in ipairs(written) do
+    local flat = {}
+    for field, value in pairs(fields[key]) do
+      flat[#flat + 1] = field
+      flat[#flat + 1] = value
+    end
+    hset(key, flat)
+  end
+end
+
+local answers = {}
+for _, v in ipairs(visitors) do
+  if v.wanted then
+    local found, memory = {}, {}
+    for _, key in ipairs(v.whole) do
+      local values = redis.call('HMGET', key, unpack(names))
+      for f = 1, nf do
+        local value = values[f] or values[nf + f]
+        if value and not found[f] then
+          found[f] = true
+          memory[#memory + 1] = f
+          memory[#memory + 1] = value
+        end
+      end
+    end
+    answers[#answers + 1] = memory
+  end
+end
+return answers
+"""
+
+# Where links were kept before they moved into the visitor's hash: a set per key,
+# read until the last of them expires, 30 days after the upgrade.
+LINKS_BEFORE = "xtag:links:"
 
 
-def _memory(fields: dict[bytes, bytes]) -> dict[str, str]:
-    """What one visitor key remembers, by full name (long names: written before
-    the short ones, and never after)."""
-    found = {}
-    for name, short in FIELDS.items():
-        value = fields.get(short.encode(), fields.get(name.encode()))
-        if value is not None:
-            found[name] = value.decode()
-    return found
+@functools.lru_cache(maxsize=8)  # per client (one per process): its SHA-1 computed once
+def _recall_script(client: redis.Redis):
+    return client.register_script(_RECALL)
 
 
-def _merged(answers, count: int) -> dict[str, str]:
-    """One visitor's memory from `count` HGETALL answers (the first value wins)."""
-    merged: dict[str, str] = {}
-    for _ in range(count):
-        for name, value in _memory(next(answers)).items():
-            merged.setdefault(name, value)
-    return merged
+_NAMES = list(FIELDS.values()) + list(FIELDS)  # short names, then the long ones of before
+_BY_NUMBER = dict(enumerate(FIELDS, start=1))
+
+
+def _remember(
+    client: redis.Redis, visitors: list[tuple[list[str], bool, dict[str, str]]], keep: bool
+) -> list[dict[str, str]]:
+    """Run _RECALL for (keys, wanted, to remember) per visitor; the memory of
+    each wanted one, by full name."""
+    args: list = [MEMORY_SECONDS if keep else 0, LINK, LINKS_BEFORE, len(FIELDS), *_NAMES]
+    for keys, wanted, kept in visitors:
+        args += [len(keys), *keys, int(wanted), len(kept)]
+        for name, value in kept.items():
+            args += [FIELDS[name], value]
+    answers = _recall_script(client)(args=args)
+    return [
+        {_BY_NUMBER[number]: value.decode() for number, value in zip(a[::2], a[1::2], strict=True)}
+        for a in answers
+    ]
 
 
 def known(client: redis.Redis, visitors: list[list[str]]) -> list[dict[str, str]]:
     """What is remembered of each visitor (given by its keys)."""
-    linked = _links(client, visitors)
-    wholes = [_whole(keys, linked) for keys in visitors]
-    with client.pipeline(transaction=False) as pipe:
-        for keys in wholes:
-            for key in keys:
-                pipe.hgetall(key)
-        answers = iter(pipe.execute())
-    return [_merged(answers, len(keys)) for keys in wholes]
+    if not visitors:
+        return []
+    return _remember(client, [(keys, True, {}) for keys in visitors], keep=False)
 
 
 def recall(client: redis.Redis, events: list[dict]) -> None:
@@ -164,26 +256,15 @@ def recall(client: redis.Redis, events: list[dict]) -> None:
     together, then complete every event's missing identifiers from what is
     known of its visitor (this read's events included, whatever their order)."""
     own = [visitor_keys(e) for e in events]
-    linked = _links(client, own)
-    visitors = [_whole(keys, linked) for keys in own]
-    wanting = [(e, keys) for e, keys in zip(events, visitors, strict=True) if keys and _wants(e)]
-    with client.pipeline(transaction=False) as pipe:
-        for key, others in linked.items():
-            if others:
-                pipe.hset(key, mapping={_link_field(other): "" for other in others})
-                pipe.expire(key, MEMORY_SECONDS)
-        for event, keys in zip(events, visitors, strict=True):
-            if kept := _remembered(event):
-                for key in keys:
-                    pipe.hset(key, mapping={FIELDS[name]: v for name, v in kept.items()})
-                    pipe.expire(key, MEMORY_SECONDS)
-        writes = len(pipe)
-        for _, keys in wanting:
-            for key in keys:
-                pipe.hgetall(key)
-        answers = iter(pipe.execute()[writes:])
-    for event, keys in wanting:
-        for name, value in _merged(answers, len(keys)).items():
+    wanting = [bool(keys) and _wants(e) for e, keys in zip(events, own, strict=True)]
+    visitors = [
+        (keys, wants, _remembered(e)) for e, keys, wants in zip(events, own, wanting, strict=True)
+    ]
+    memories = iter(_remember(client, visitors, keep=True))
+    for event, wants in zip(events, wanting, strict=True):
+        if not wants:
+            continue
+        for name, value in next(memories).items():
             if name not in event["identifiers"]:
                 event["identifiers"][name] = value
                 event.setdefault("sources", {})[name] = "memory"
