@@ -28,7 +28,7 @@ import redis
 from flask import current_app
 
 from xtag.core import fastjson
-from xtag.pipeline.queues import redis_client
+from xtag.pipeline.queues import lane, redis_client
 
 STREAM = "xtag:inbox"  # shard 0
 MAX_SHARDS = 16  # more streams on one Redis buy nothing; XTAG_INBOX_SHARDS above is read as 16
@@ -189,7 +189,7 @@ def add(
     address = address or "-"
     lease = (scope, per_second)
     if not per_second or LEASES.take(lease, len(events), address):
-        return client.xadd(stream, {"events": payload}).decode()
+        return lane(client).execute("XADD", stream, "*", "events", payload).decode()
     served = LEASES.served(lease)
     keys = [_bucket(scope, ""), _bucket(scope, address), stream]
     keys += [_bucket(scope, a) for a in served]

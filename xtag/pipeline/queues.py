@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import threading
 from datetime import UTC, datetime
 
+import hiredis
 import redis
 from flask import Flask, current_app
 from rq import Queue
@@ -41,6 +45,75 @@ def redis_client(app: Flask | None = None) -> redis.Redis:
     if client is None:
         client = app.extensions["xtag_redis"] = connect(app, socket_timeout=5)
     return client
+
+
+class Lane:
+    """A Redis connection a process keeps for one hot command (the
+    collector's XADD). redis-py opens it (the client's URL, TLS, auth,
+    database and timeouts); the command and its reply then go straight over
+    its socket through hiredis, without the client's check-out, readiness
+    probe, retry wrapper and check-in, which cost more CPU per request than
+    the command itself. A connection that breaks is dropped and the command
+    sent once more on a new one (a restarted Redis, a proxy that hung up),
+    as the client's own retry would; an error reply is raised as
+    redis.ResponseError, anything else as a redis.RedisError."""
+
+    def __init__(self, client: redis.Redis):
+        self._pool = client.connection_pool
+        self._connection = None
+        self._socket = None
+        self._reader = hiredis.Reader()
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def execute(self, *args):
+        with self._lock:
+            if self._pid != os.getpid():  # never a parent's socket
+                self._connection = self._socket = None
+            if self._socket is not None:
+                try:
+                    return self._round_trip(args)
+                except redis.ConnectionError:
+                    pass  # once more, on a new connection
+            self._connect()
+            return self._round_trip(args)
+
+    def _connect(self) -> None:
+        self._drop()
+        connection = self._pool.make_connection()
+        connection.connect()  # the client's handshake: TLS, AUTH, SELECT
+        self._connection, self._socket = connection, connection._sock
+        self._reader, self._pid = hiredis.Reader(), os.getpid()
+
+    def _round_trip(self, args: tuple):
+        try:
+            self._socket.sendall(hiredis.pack_command(args))
+            reply = self._reader.gets()
+            while reply is False:
+                data = self._socket.recv(65536)
+                if not data:
+                    raise redis.ConnectionError("Redis closed the connection")
+                self._reader.feed(data)
+                reply = self._reader.gets()
+        except TimeoutError as exc:  # the reply may still come: the connection is spent
+            self._drop()
+            raise redis.TimeoutError(f"Redis did not answer: {exc}") from exc
+        except (OSError, redis.ConnectionError, hiredis.ProtocolError) as exc:
+            self._drop()
+            raise redis.ConnectionError(f"Redis connection lost: {exc}") from exc
+        if isinstance(reply, hiredis.ReplyError):
+            raise redis.ResponseError(str(reply))
+        return reply
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.disconnect()
+        self._connection = self._socket = None
+
+
+@functools.lru_cache(maxsize=8)  # one per client, so one per process
+def lane(client: redis.Redis) -> Lane:
+    return Lane(client)
 
 
 def queue(name: str = DELIVERIES, connection: redis.Redis | None = None) -> Queue:
