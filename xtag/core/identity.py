@@ -10,12 +10,13 @@ import functools
 import hashlib
 import json
 import re
-from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import phonenumbers
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_TWCLID_PARAM = re.compile(r"[?&]twclid=([^&]*)")
 _EMAIL_ANYWHERE = re.compile(r"[^@\s<>()\[\],;:\"']+@[^@\s<>()\[\],;:\"']+\.[A-Za-z]{2,}")
 
 EMAIL_KEYS = ("email", "Email", "EMAIL", "email_address", "emailAddress")
@@ -91,13 +92,11 @@ def first_hashed(sources: list[dict], keys: tuple[str, ...], hasher) -> str | No
 
 
 def twclid_from_url(url: object) -> str | None:
+    """The first twclid parameter of a URL's query (not its fragment)."""
     if not isinstance(url, str) or "twclid" not in url:
         return None
-    try:
-        values = parse_qs(urlsplit(url).query).get("twclid")
-    except ValueError:
-        return None
-    return clean_twclid(values[0]) if values else None
+    found = _TWCLID_PARAM.search(url.partition("#")[0])
+    return clean_twclid(unquote_plus(found.group(1))) if found else None
 
 
 def twclid_from_cookie(value: object) -> str | None:
@@ -152,7 +151,7 @@ def _scrub_text(text: str) -> str:
     and the values of parameters that name a phone hashed too."""
     if "%" in text or "?" in text:
         scheme, netloc, path, query, fragment = urlsplit(text) if "://" in text else ("",) * 5
-        if query:
+        if query and any(_phone_key(unquote_plus(p.partition("=")[0])) for p in query.split("&")):
             pairs = [
                 (k, sha256_hex(v) if _phone_key(k) and v else v)
                 for k, v in parse_qsl(query, keep_blank_values=True)

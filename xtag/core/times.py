@@ -37,8 +37,8 @@ def parse_filter(raw: str | None, field: str = "since") -> datetime | None:
 
 def iso_ms(moment: datetime) -> str:
     """X's format, and the one queued events carry: UTC to the millisecond."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat truncates to the millisecond, as X counts; 4-digit years always
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def iso(moment: datetime | None) -> str | None:
