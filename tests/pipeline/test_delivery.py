@@ -18,6 +18,7 @@ from xtag.extensions import db
 from xtag.models import Connection, Mapping, Pixel, ReceivedEvent
 from xtag.pipeline import credentials
 from xtag.services import deliveries as retrying
+from xtag.x_api import client as client_api
 
 # --- the happy path for each auth type -------------------------------------------
 
@@ -55,6 +56,26 @@ def test_events_reach_x_as_valid_signed_conversions(x_app, client, ctx, fake_x, 
         sent.attempt_log[0].status_code == 200
         and "hashed_email" in sent.attempt_log[0].request_body
     )
+
+
+def test_x_gets_the_stored_conversions_exactly(x_app, client, ctx, fake_x, deliver):
+    """The conversions are sent as the intake stored them, not parsed and written
+    again: the body is still what body_of makes of them, odd characters
+    included (from 20 rows PostgreSQL takes them by COPY, which escapes)."""
+    site = setup_shop(fake_x)
+    name = 'Crème "brûlée" \\ a\ttab, a\nline ☕'
+    product = {"product_id": "p-1", "name": name, "price": 3.5, "quantity": 2}
+    send(
+        client,
+        site,
+        [order(n, properties={"order_id": f"o-{n}", "products": [product]}) for n in range(25)],
+    )
+    deliver()
+    [request] = fake_x.calls()
+    assert [c["contents"][0]["content_name"] for c in request.conversions] == [name] * 25
+    [sent] = deliveries()
+    stored = [i.conversion for i in items()]
+    assert sent.attempt_log[0].request_body == client_api.body_of(stored)
 
 
 def test_1200_events_make_three_requests_of_at_most_500(x_app, client, ctx, fake_x, deliver):

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import requests
 from flask import current_app
-from sqlalchemy import BigInteger, ColumnElement, any_, func, literal, select, update
+from sqlalchemy import BigInteger, ColumnElement, Text, any_, cast, func, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from xtag.core.x_answers import Verdict, classify
@@ -30,11 +30,19 @@ _session: requests.Session | None = None
 
 
 class Item(NamedTuple):
-    """A conversion being sent: its row id and the conversion itself (plain
-    rows, not ORM objects: a batch is 500 of them)."""
+    """A conversion being sent: its row id and the conversion's JSON as stored
+    (plain rows, not ORM objects: a batch is 500 of them). Never parsed here:
+    reading and writing 500 conversions again cost the worker a tenth of its
+    time, to send what the intake had already written as JSON."""
 
     id: int
-    conversion: dict
+    conversion: str
+
+
+def body_from(items: list[Item]) -> str:
+    """client.body_of of the items' conversions, from their stored JSON (which
+    the JSON columns' serialiser wrote: the same text body_of would)."""
+    return '{"conversions":[' + ",".join(item.conversion for item in items) + "]}"
 
 
 def ids_in(column, ids: list[int]) -> ColumnElement[bool]:
@@ -48,7 +56,7 @@ def ids_in(column, ids: list[int]) -> ColumnElement[bool]:
 def _outstanding(delivery_id: int) -> list[Item]:
     items = DeliveryItem.__table__.c  # Core columns: plain rows, no ORM loading
     rows = db.session.execute(
-        select(items.id, items.conversion)
+        select(items.id, cast(items.conversion, Text))
         .where(items.delivery_id == delivery_id, items.status.in_(OUTSTANDING))
         .order_by(items.id)
     )
@@ -147,7 +155,7 @@ class _Attempt:
         self.delivered = 0  # conversions X took in this run
 
     def post(self, items: list[Item]) -> Verdict:
-        body = client.body_of([item.conversion for item in items])
+        body = body_from(items)
         answer = client.post(
             http(),
             self.url,
