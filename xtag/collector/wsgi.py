@@ -262,6 +262,7 @@ def accepted(
             secure=secure,
             samesite="Lax",
             max_size=COOKIE_MAX_SIZE,
+            sync_expires=False,  # Max-Age alone, as browsers read it: no date to format
         )
         headers.append(("Set-Cookie", cookie_line))
     return Answer(200, headers, body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import weakref
 from datetime import UTC, datetime
 
 import hiredis
@@ -63,13 +64,16 @@ class Lane:
         self._connection = None
         self._socket = None
         self._reader = hiredis.Reader()
-        self._pid = 0
+        self._lock = threading.Lock()
+        _LANES.add(self)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's socket is never used (nor closed)."""
+        self._connection = self._socket = None
         self._lock = threading.Lock()
 
     def execute(self, *args):
         with self._lock:
-            if self._pid != os.getpid():  # never a parent's socket
-                self._connection = self._socket = None
             if self._socket is not None:
                 try:
                     return self._round_trip(args)
@@ -83,7 +87,7 @@ class Lane:
         connection = self._pool.make_connection()
         connection.connect()  # the client's handshake: TLS, AUTH, SELECT
         self._connection, self._socket = connection, connection._sock
-        self._reader, self._pid = hiredis.Reader(), os.getpid()
+        self._reader = hiredis.Reader()
 
     def _round_trip(self, args: tuple):
         try:
@@ -109,6 +113,10 @@ class Lane:
         if self._connection is not None:
             self._connection.disconnect()
         self._connection = self._socket = None
+
+
+_LANES: weakref.WeakSet[Lane] = weakref.WeakSet()
+os.register_at_fork(after_in_child=lambda: [lane.forget() for lane in list(_LANES)])
 
 
 @functools.lru_cache(maxsize=8)  # one per client, so one per process
