@@ -156,3 +156,18 @@ def test_the_openapi_document_describes_alerts_and_settings(client, ctx):
     body = patch["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["alert_webhook_url"]["type"] == ["string", "null"]
     assert {"400", "401", "403"} <= set(patch["responses"])
+
+
+def test_a_webhook_no_key_opens_any_more_is_set_again_not_a_500(client, admin, app, caplog):
+    """XTAG_ENCRYPTION_KEYS lost the key the stored URL was sealed with: the
+    settings still show (the environment's URL applies), and it can be set again."""
+    app.config["XTAG_ALERT_WEBHOOK_URL"] = "https://alerts.example.com/hook/from-the-environment"
+    client.patch("/api/v1/settings", json={"alert_webhook_url": URL}, headers=admin)
+    db.session.execute(update(Setting).values(value_encrypted="gAAAAA-not-a-fernet-token"))
+    db.session.commit()
+    r = client.get("/api/v1/settings", headers=admin)
+    assert r.status_code == 200 and r.json["alert_webhook_url_source"] == "environment"
+    assert alerts.webhook_url() == app.config["XTAG_ALERT_WEBHOOK_URL"]
+    assert "cannot be decrypted" in caplog.text and TOKEN not in caplog.text
+    r = client.patch("/api/v1/settings", json={"alert_webhook_url": URL}, headers=admin)
+    assert r.status_code == 200 and alerts.webhook_url() == URL

@@ -80,13 +80,21 @@ def check_webhook_url(value: str) -> str:
 
 
 def stored_webhook_url() -> str | None:
-    """The URL an admin set, decrypted; None when none is set."""
+    """The URL an admin set, decrypted; None when none is set, or when none
+    of XTAG_ENCRYPTION_KEYS opens it (a key dropped too soon): then the
+    environment's URL applies, with a warning, until an admin sets it again."""
     row = db.session.get(Setting, SETTING)
     if row is None:
         return None
-    return crypto.decrypt_json(current_app.config["XTAG_ENCRYPTION_KEYS"], row.value_encrypted)[
-        "value"
-    ]
+    try:
+        keys = current_app.config["XTAG_ENCRYPTION_KEYS"]
+        return crypto.decrypt_json(keys, row.value_encrypted)["value"]
+    except crypto.CredentialError:
+        log.warning(
+            "the alert webhook URL set in the settings cannot be decrypted with "
+            "XTAG_ENCRYPTION_KEYS; set it again"
+        )
+        return None
 
 
 def store_webhook_url(url: str | None) -> None:
