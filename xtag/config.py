@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 
 from xtag.core import fastjson
 from xtag.core.errors import Invalid
-from xtag.pipeline import alerts, retention
+from xtag.pipeline import alerts, inbox, retention
 
 
 class ConfigError(RuntimeError):
@@ -32,7 +32,7 @@ MAKE_FERNET_KEY = (
 MAKE_SECRET_KEY = "python -c 'import secrets; print(secrets.token_hex(32))'"
 
 
-def _int(environ, name: str, default: int, minimum: int = 0) -> int:
+def _int(environ, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = environ.get(name)
     if raw in (None, ""):
         return default
@@ -42,6 +42,8 @@ def _int(environ, name: str, default: int, minimum: int = 0) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -172,7 +174,9 @@ def from_env(environ, instance_path: str) -> dict:
         "XTAG_ALERT_WEBHOOK_URL": _webhook_url(environ, "XTAG_ALERT_WEBHOOK_URL"),
         "XTAG_X_TIMEOUT_SECONDS": _int(environ, "XTAG_X_TIMEOUT_SECONDS", 30, minimum=1),
         "XTAG_INBOX_CLAIM_MS": _int(environ, "XTAG_INBOX_CLAIM_MS", 60_000, minimum=1),
-        "XTAG_INBOX_SHARDS": _int(environ, "XTAG_INBOX_SHARDS", 1, minimum=1),
+        "XTAG_INBOX_SHARDS": _int(
+            environ, "XTAG_INBOX_SHARDS", 1, minimum=1, maximum=inbox.MAX_SHARDS
+        ),
         "XTAG_STALE_SENDING_SECONDS": _int(environ, "XTAG_STALE_SENDING_SECONDS", 180, minimum=1),
         "XTAG_LOG_FORMAT": _choice(environ, "XTAG_LOG_FORMAT", ("json", "text")),
         "XTAG_METRICS_TOKEN": environ.get("XTAG_METRICS_TOKEN") or None,

@@ -68,6 +68,7 @@ def test_deployment_values_and_rotation_keys(tmp_path):
         ("XTAG_BATCH_WINDOW_MS", "fast", "must be an integer"),
         ("XTAG_TRUSTED_PROXIES", "-1", "at least 0"),
         ("XTAG_ENCRYPTION_KEYS", "not-a-key", "not a Fernet key"),
+        ("XTAG_INBOX_SHARDS", "64", "at most 16"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, name, value, says):

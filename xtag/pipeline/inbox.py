@@ -31,7 +31,7 @@ from xtag.core import fastjson
 from xtag.pipeline.queues import lane, redis_client
 
 STREAM = "xtag:inbox"  # shard 0
-MAX_SHARDS = 16  # more streams on one Redis buy nothing; XTAG_INBOX_SHARDS above is read as 16
+MAX_SHARDS = 16  # more streams on one Redis buy nothing; the configuration refuses more
 NAMES = (STREAM, *(f"{STREAM}:{n}" for n in range(1, MAX_SHARDS)))
 DEAD = "xtag:inbox:dead"
 DEAD_MAX = 10_000  # entries set aside before the worker stops reading new ones
