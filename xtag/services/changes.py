@@ -14,7 +14,7 @@ from xtag.core.errors import Conflict
 from xtag.core.fields import Schema
 from xtag.extensions import db
 from xtag.models import AuditEntry, User, utcnow
-from xtag.services import writekeys
+from xtag.services import pixelscripts, writekeys
 
 SECRET = "changed"  # how the audit log shows a secret that changed
 
@@ -75,6 +75,7 @@ def _commit(kind: Kind) -> None:
     with _clashes_as_conflict(kind):
         db.session.commit()
     writekeys.forget()
+    pixelscripts.forget()
 
 
 def create(kind: Kind, actor: User | None, data: Any) -> Any:

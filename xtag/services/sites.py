@@ -13,7 +13,7 @@ from xtag.core.messages import RequestFacts, validate
 from xtag.extensions import db
 from xtag.models import Mapping, Site, User, new_write_key, utcnow
 from xtag.pipeline import inbox
-from xtag.services import writekeys
+from xtag.services import pixelscripts, writekeys
 from xtag.services.changes import SECRET, audit
 
 TEST_EVENT = "xtag test event"  # the name a test event has when the site maps nothing
@@ -33,6 +33,7 @@ def rotate_write_key(
     audit(actor, "rotate", "site", site.id, changes)
     db.session.commit()
     writekeys.forget()
+    pixelscripts.forget()
     return until
 
 
