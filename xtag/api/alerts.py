@@ -10,7 +10,7 @@ from flask import g, jsonify
 
 from xtag.api import openapi
 from xtag.api.auth import requires
-from xtag.api.views import _json_body, bp
+from xtag.api.views import bp, json_body
 from xtag.pipeline import alerts
 from xtag.services import settings
 
@@ -34,7 +34,7 @@ def settings_read():
 @bp.route("/settings", methods=["PATCH"])
 @requires("admin")
 def settings_update():
-    return jsonify(settings.update(g.api_user, _json_body()))
+    return jsonify(settings.update(g.api_user, json_body()))
 
 
 ALERT = {

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from xtag.api import openapi
 from xtag.api.auth import requires
-from xtag.api.views import _int_arg, _json_body, _page, _row, bp, found
+from xtag.api.views import bp, found, int_arg, json_body, paged, row_of
 from xtag.models import Replay
 from xtag.pipeline import quality
 from xtag.services import replays
@@ -21,8 +21,8 @@ DAYS_MAX = 90
 @requires("marketer")
 def pixel_quality(row_id: int):
     """What the pixel's conversions carried for X to match on, over ?days= (7)."""
-    pixel = _row(PIXELS, row_id)
-    days = _int_arg("days", 7, 1, DAYS_MAX)
+    pixel = row_of(PIXELS, row_id)
+    days = int_arg("days", 7, 1, DAYS_MAX)
     per_day = quality.daily(pixel, days)
     window = quality.total(per_day)
     return jsonify(
@@ -42,7 +42,7 @@ def _replay(row_id: int) -> Replay:
 @requires("admin")
 def replay_start():
     """Run a window of received events through today's mappings (or count, dry_run)."""
-    replay = replays.start(g.api_user, _json_body())
+    replay = replays.start(g.api_user, json_body())
     response = jsonify(replays.REPLAY.dump(replay))
     response.headers["Location"] = url_for("api.replay_read", row_id=replay.id)
     return response, 201
@@ -51,7 +51,7 @@ def replay_start():
 @bp.route("/replays", methods=["GET"])
 @requires("marketer")
 def replay_list():
-    return _page(select(Replay), replays.REPLAY.dump, Replay.id.desc())
+    return paged(select(Replay), replays.REPLAY.dump, Replay.id.desc())
 
 
 @bp.route("/replays/<int:row_id>", methods=["GET"])

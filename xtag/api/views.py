@@ -63,7 +63,7 @@ def refuse_nul_in_query():
 bp.register_error_handler(Invalid, error_answer)
 
 
-def _int_arg(name: str, default: int | None, low: int = 0, high: int | None = None) -> int | None:
+def int_arg(name: str, default: int | None, low: int = 0, high: int | None = None) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -77,9 +77,9 @@ def _since() -> datetime | None:
     return parse_filter(request.args.get("since"))
 
 
-def _page(query, serialize, order):
-    limit = _int_arg("limit", 50, 1, LIMIT_MAX)
-    offset = _int_arg("offset", 0, 0)
+def paged(query, serialize, order):
+    limit = int_arg("limit", 50, 1, LIMIT_MAX)
+    offset = int_arg("offset", 0, 0)
     rows, total = queries.page(query, order, limit, offset)
     return jsonify(items=[serialize(r) for r in rows], total=total, limit=limit, offset=offset)
 
@@ -92,11 +92,11 @@ def found(model: type, row_id: int, name: str, most: int = ID_MAX):
     return row
 
 
-def _row(kind: Kind, row_id: int):
+def row_of(kind: Kind, row_id: int):
     return found(kind.model, row_id, kind.name)
 
 
-def _json_body():
+def json_body():
     data = request.get_json(silent=True)
     if data is None:
         raise Invalid("the body must be JSON (Content-Type: application/json)")
@@ -111,27 +111,27 @@ def _register(resource: Resource) -> None:
         query = select(model)
         for name, (column, cast) in resource.filters.items():
             if name in request.args:
-                value = _int_arg(name, None) if cast is int else request.args[name]
+                value = int_arg(name, None) if cast is int else request.args[name]
                 query = query.where(column == value)
-        return _page(query, kind.dump, model.id)
+        return paged(query, kind.dump, model.id)
 
     @requires(resource.write_role)
     def create():
-        row = changes.create(kind, g.api_user, _json_body())
+        row = changes.create(kind, g.api_user, json_body())
         return jsonify(kind.dump(row)), 201
 
     @requires(resource.read_role)
     def read(row_id: int):
-        return jsonify(kind.dump(_row(kind, row_id)))
+        return jsonify(kind.dump(row_of(kind, row_id)))
 
     @requires(resource.write_role)
     def change(row_id: int):
-        row = changes.update(kind, g.api_user, _row(kind, row_id), _json_body())
+        row = changes.update(kind, g.api_user, row_of(kind, row_id), json_body())
         return jsonify(kind.dump(row))
 
     @requires(resource.write_role)
     def remove(row_id: int):
-        changes.delete(kind, g.api_user, _row(kind, row_id))
+        changes.delete(kind, g.api_user, row_of(kind, row_id))
         return "", 204
 
     base = f"/{resource.path}"
@@ -156,7 +156,7 @@ ROTATE = Schema(
 @requires("admin")
 def site_rotate_write_key(row_id: int):
     """A new write key; the old one accepted for XTAG_WRITE_KEY_GRACE_HOURS unless revoked."""
-    site = _row(SITES, row_id)
+    site = row_of(SITES, row_id)
     data = ROTATE.clean(request.get_json(silent=True) or {})
     until = sites.rotate_write_key(
         g.api_user,
@@ -171,7 +171,7 @@ def site_rotate_write_key(row_id: int):
 @requires("marketer")
 def site_refused(row_id: int):
     """The site's latest refused collector requests and how many in all."""
-    site = _row(SITES, row_id)
+    site = row_of(SITES, row_id)
     return jsonify(refusals.latest(site.id))
 
 
@@ -179,8 +179,8 @@ def site_refused(row_id: int):
 @requires("marketer")
 def preview():
     """The conversions a message would produce, built by the worker's own code; sends nothing."""
-    data = PREVIEW.clean(_json_body())
-    site = _row(SITES, data["site_id"])
+    data = PREVIEW.clean(json_body())
+    site = row_of(SITES, data["site_id"])
     return jsonify(preview_of(site, data["message"]))
 
 
@@ -192,7 +192,7 @@ def _deliveries_query():
 @bp.route("/deliveries", methods=["GET"])
 @requires("marketer")
 def deliveries():
-    return _page(_deliveries_query(), queries.DELIVERY.dump, Delivery.id.desc())
+    return paged(_deliveries_query(), queries.DELIVERY.dump, Delivery.id.desc())
 
 
 def _delivery(row_id: int) -> Delivery:
@@ -225,16 +225,16 @@ def deliveries_retry():
 @requires("marketer")
 def events():
     query = queries.events(
-        _int_arg("site_id", None), request.args.get("event_name"), request.args.get("outcome")
+        int_arg("site_id", None), request.args.get("event_name"), request.args.get("outcome")
     )
-    return _page(query, queries.EVENT.dump, ReceivedEvent.id.desc())
+    return paged(query, queries.EVENT.dump, ReceivedEvent.id.desc())
 
 
 @bp.route("/audit", methods=["GET"])
 @requires("admin")
 def audit_log():
     entries = queries.audit_entries()  # rows of (entry, its actor's email)
-    return _page(entries, lambda row: queries.AUDIT.dump(row.AuditEntry), AuditEntry.id.desc())
+    return paged(entries, lambda row: queries.AUDIT.dump(row.AuditEntry), AuditEntry.id.desc())
 
 
 @bp.route("/openapi.json", methods=["GET"])
