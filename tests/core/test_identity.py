@@ -109,6 +109,9 @@ def test_first_hashed_skips_unusable_values():
         ("https://shop.example/?twclid=23opevjt88psuo13lu8d020qkn", "23opevjt88psuo13lu8d020qkn"),
         ("https://shop.example/p?utm_source=x&twclid=abc&b=1", "abc"),
         ("https://shop.example/p?twclid=", None),
+        ("https://shop.example/p?xtwclid=1&twclid=a%2D1", "a-1"),  # its own name, decoded
+        ("https://shop.example/p&twclid=abc", None),  # not in a query
+        ("https://shop.example/p?a=1#x&twclid=abc", None),  # in the fragment
         ("https://shop.example/p", None),
         ("not a url", None),
         (None, None),

@@ -18,7 +18,7 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SPACE = re.compile(r"\s")
 _MAY_HIDE_PII = re.compile(r"[@%?]")  # text without these has nothing _scrub_text changes
-_TWCLID_PARAM = re.compile(r"[?&]twclid=([^&]*)")
+_TWCLID_PARAM = re.compile(r"(?:^|&)twclid=([^&]*)")
 _EMAIL_ANYWHERE = re.compile(r"[^@\s<>()\[\],;:\"']+@[^@\s<>()\[\],;:\"']+\.[A-Za-z]{2,}")
 
 EMAIL_KEYS = ("email", "Email", "EMAIL", "email_address", "emailAddress")
@@ -97,7 +97,7 @@ def twclid_from_url(url: object) -> str | None:
     """The first twclid parameter of a URL's query (not its fragment)."""
     if not isinstance(url, str) or "twclid" not in url:
         return None
-    found = _TWCLID_PARAM.search(url.partition("#")[0])
+    found = _TWCLID_PARAM.search(url.partition("#")[0].partition("?")[2])
     return clean_twclid(unquote_plus(found.group(1))) if found else None
 
 
