@@ -29,7 +29,7 @@ What it prints
 
 Redis memory
     Then, on the same Redis, `--memory-ids` messageIds (1,000,000 by default) are
-    claimed for one made-up site by `visitors.duplicates` as the worker calls it (reads
+    claimed for one made-up site by `dedup.duplicates` as the worker calls it (reads
     of 200 entries, one event each), and a tenth as many visitors of each kind are
     remembered by `visitors.recall`: anonymous with a click id (one page view), and
     identified (a page view with a click id, then an identify with a userId and a hashed
@@ -121,7 +121,7 @@ from tests.fake_x import FakeX  # noqa: E402
 from xtag import create_app  # noqa: E402
 from xtag.extensions import db  # noqa: E402
 from xtag.models import Connection, Mapping, Pixel, Site  # noqa: E402
-from xtag.pipeline import heartbeat, inbox, visitors  # noqa: E402
+from xtag.pipeline import dedup, heartbeat, inbox, visitors  # noqa: E402
 
 GOAL_RSS_MIB = 120  # per web process
 FLAT_MIB = 5.0  # web RSS growth from the first checkpoint to the last still called flat
@@ -555,7 +555,7 @@ def children_cpu() -> float:
 def redis_facts(client) -> dict:
     memory = client.info("memory")
     persistence = client.info("persistence")
-    claims, dedup_bytes = held(client, visitors.DEDUP_PREFIX + "*")
+    claims, dedup_bytes = held(client, dedup.DEDUP_PREFIX + "*")
     return {
         "used": memory["used_memory"],
         "peak": memory["used_memory_peak"],
@@ -873,14 +873,14 @@ def measure_memory(client: redis.Redis, ids: int, redis_cpu: Callable[[], float]
 
 def steady_site(client, site: int, run: str, ids: int, redis_cpu) -> dict:
     """A site as after days at one rate: the ids in as many segments as 48 h keep live
-    (9), each sized by visitors.py from the one before; between two, the open segment is
+    (9), each sized by dedup.py from the one before; between two, the open segment is
     aged by a span, as 6 hours passing would. CPU per event is the last segment's: its
     checks read all 9."""
-    segments = visitors.DEDUP_SECONDS // visitors.SPAN_SECONDS + 1
+    segments = dedup.DEDUP_SECONDS // dedup.SPAN_SECONDS + 1
     chunk = math.ceil(ids / segments)
-    meta = f"{visitors.DEDUP_PREFIX}{site}"
+    meta = f"{dedup.DEDUP_PREFIX}{site}"
     now = client.time()[0]
-    client.hset(meta, mapping={1: f"{math.ceil(chunk / visitors.SLOT_FILL)}:{now}:0", "c": 0})
+    client.hset(meta, mapping={1: f"{math.ceil(chunk / dedup.SLOT_FILL)}:{now}:0", "c": 0})
     total = {"ids": 0, "delta": 0}
     for n in range(segments):
         if n:
@@ -888,7 +888,7 @@ def steady_site(client, site: int, run: str, ids: int, redis_cpu) -> dict:
                 (int(k), v.decode()) for k, v in client.hgetall(meta).items() if k != b"c"
             )
             slots, started, _ = layout.split(":")
-            client.hset(meta, number, f"{slots}:{int(started) - visitors.SPAN_SECONDS}:0")
+            client.hset(meta, number, f"{slots}:{int(started) - dedup.SPAN_SECONDS}:0")
         part = claim_many(client, site, run, n * chunk, min(chunk, ids - n * chunk), redis_cpu)
         total["ids"] += part["ids"]
         total["delta"] += part["delta"]
@@ -896,7 +896,7 @@ def steady_site(client, site: int, run: str, ids: int, redis_cpu) -> dict:
 
 
 def claim_many(client, site: int, run: str, first: int, ids: int, redis_cpu) -> dict:
-    """`ids` new messageIds through visitors.duplicates, as the worker reads them."""
+    """`ids` new messageIds through dedup.duplicates, as the worker reads them."""
     base = int(time.time() * 1000)
     before = used_and_cpu(client, redis_cpu)
     for start in range(first, first + ids, READ_ENTRIES):
@@ -907,7 +907,7 @@ def claim_many(client, site: int, run: str, first: int, ids: int, redis_cpu) -> 
             )
             for n in range(start, min(start + READ_ENTRIES, first + ids))
         ]
-        visitors.duplicates(client, pairs)
+        dedup.duplicates(client, pairs)
     after = used_and_cpu(client, redis_cpu)
     return {
         "ids": ids,
@@ -920,13 +920,13 @@ def claim_many(client, site: int, run: str, first: int, ids: int, redis_cpu) -> 
 
 def kept(client, site: int) -> dict:
     """How a site's claims are kept: count, MEMORY USAGE, keys, encodings, segments."""
-    claims, usage = held(client, f"{visitors.DEDUP_PREFIX}{site}*")
-    slots = list(client.scan_iter(match=f"{visitors.DEDUP_PREFIX}{site}:*", count=10_000))
+    claims, usage = held(client, f"{dedup.DEDUP_PREFIX}{site}*")
+    slots = list(client.scan_iter(match=f"{dedup.DEDUP_PREFIX}{site}:*", count=10_000))
     return {
         "claims": claims,
         "usage": usage,
         "keys": len(slots) + 1,
-        "segments": len(client.hgetall(f"{visitors.DEDUP_PREFIX}{site}")) - 1,
+        "segments": len(client.hgetall(f"{dedup.DEDUP_PREFIX}{site}")) - 1,
         "encodings": sorted({client.object("encoding", key).decode() for key in slots}),
     }
 

@@ -2,7 +2,7 @@
 forwarded once, a crash never turns an event into a duplicate, and each id
 costs Redis a compact hash field, not a key.
 
-The collision bound is in the docstring of xtag/pipeline/visitors.py: a new
+The collision bound is in the docstring of xtag/pipeline/dedup.py: a new
 messageId is taken for a duplicate only when its 64-bit fingerprint equals
 one of the n its site holds (n <= events/s * 54 h): at most n / 2**64, e.g.
 1.05e-11 per event for a site at 1,000 events/s, one lost event in about 3
@@ -19,7 +19,7 @@ from tests.support import factories
 from tests.support.sending import basic, track
 from tests.support.shop import events
 from xtag.extensions import db
-from xtag.pipeline import inbox, intake, queues, visitors
+from xtag.pipeline import dedup, inbox, intake, queues
 
 HOUR_MS = 3600 * 1000
 
@@ -52,43 +52,43 @@ def now_ms() -> int:
 
 def test_repeats_within_48_hours_are_duplicates(redis):
     t = now_ms()
-    assert visitors.duplicates(redis, [(entry(t), event("m-1"))]) == [False]
+    assert dedup.duplicates(redis, [(entry(t), event("m-1"))]) == [False]
     later = [entry(t + 1), entry(t + 60_000), entry(t + 48 * HOUR_MS - 1)]
     for repeat in later:
-        assert visitors.duplicates(redis, [(repeat, event("m-1"))]) == [True]
+        assert dedup.duplicates(redis, [(repeat, event("m-1"))]) == [True]
 
 
 def test_a_repeat_after_48_hours_is_forwarded_and_opens_a_new_window(redis):
     t = now_ms()
-    visitors.duplicates(redis, [(entry(t), event("m-1"))])
+    dedup.duplicates(redis, [(entry(t), event("m-1"))])
     after = t + 48 * HOUR_MS
-    assert visitors.duplicates(redis, [(entry(after), event("m-1"))]) == [False]
-    assert visitors.duplicates(redis, [(entry(after + HOUR_MS), event("m-1"))]) == [True]
+    assert dedup.duplicates(redis, [(entry(after), event("m-1"))]) == [False]
+    assert dedup.duplicates(redis, [(entry(after + HOUR_MS), event("m-1"))]) == [True]
 
 
 def test_an_earlier_entry_read_after_the_owner_is_the_duplicate(redis):
     t = now_ms()
-    visitors.duplicates(redis, [(entry(t), event("m-1"))])
-    assert visitors.duplicates(redis, [(entry(t - 5_000), event("m-1"))]) == [True]
+    dedup.duplicates(redis, [(entry(t), event("m-1"))])
+    assert dedup.duplicates(redis, [(entry(t - 5_000), event("m-1"))]) == [True]
 
 
 def test_sites_are_independent(redis):
     t = now_ms()
     pairs = [(entry(t), event("m-1", 1)), (entry(t, 1), event("m-1", 2))]
-    assert visitors.duplicates(redis, pairs) == [False, False]
-    assert visitors.duplicates(redis, [(entry(t + 9), event("m-1", 2))]) == [True]
-    assert visitors.duplicates(redis, [(entry(t + 9), event("m-2", 1))]) == [False]
+    assert dedup.duplicates(redis, pairs) == [False, False]
+    assert dedup.duplicates(redis, [(entry(t + 9), event("m-1", 2))]) == [True]
+    assert dedup.duplicates(redis, [(entry(t + 9), event("m-2", 1))]) == [False]
 
 
 def test_the_same_message_id_twice_in_one_batch(redis):
     t = now_ms()
     batch = [(entry(t), event("m-1")), (entry(t), event("m-2")), (entry(t), event("m-1"))]
-    assert visitors.duplicates(redis, batch) == [False, False, True]
+    assert dedup.duplicates(redis, batch) == [False, False, True]
     # ... and in two entries of one read, however many messageIds lie between them
     read = [(entry(t + 1), event("n-0"))]
-    read += [(entry(t + 2, i), event(f"x-{i}")) for i in range(visitors.CHECKS_PER_CALL + 10)]
+    read += [(entry(t + 2, i), event(f"x-{i}")) for i in range(dedup.CHECKS_PER_CALL + 10)]
     read += [(entry(t + 3), event("n-0")), (entry(t + 1), event("n-0"))]
-    verdicts = visitors.duplicates(redis, read)
+    verdicts = dedup.duplicates(redis, read)
     assert verdicts[0] is False and verdicts[-2:] == [True, True]
     assert not any(verdicts[1:-2])
 
@@ -117,9 +117,9 @@ def test_the_collector_route_records_repeats_as_duplicates(client, site, work):
 def test_an_entry_read_again_keeps_its_own_message_ids(redis):
     t = now_ms()
     read = [(entry(t), event("m-1")), (entry(t), event("m-1")), (entry(t, 1), event("m-1"))]
-    assert visitors.duplicates(redis, read) == [False, True, True]
-    assert visitors.duplicates(redis, read) == [False, True, True]  # the worker died; again
-    assert visitors.duplicates(redis, read[1:]) == [False, True]  # another worker, part of it
+    assert dedup.duplicates(redis, read) == [False, True, True]
+    assert dedup.duplicates(redis, read) == [False, True, True]  # the worker died; again
+    assert dedup.duplicates(redis, read[1:]) == [False, True]  # another worker, part of it
 
 
 def test_a_crash_between_dedup_and_commit_keeps_events_forwarded(
@@ -141,7 +141,7 @@ def test_a_crash_between_dedup_and_commit_keeps_events_forwarded(
     db.session.rollback()
     client.post("/v1/track", json=track(messageId="c-2"), headers=key)  # a real repeat
     [_, repeat] = inbox.peek(redis)
-    assert visitors.duplicates(redis, [(repeat.id, repeat.events[0])]) == [True]
+    assert dedup.duplicates(redis, [(repeat.id, repeat.events[0])]) == [True]
     work()
     assert [(e.message_id, e.reason) for e in events()] == [
         ("c-1", None),
@@ -160,48 +160,46 @@ def test_claims_stay_compact_and_none_is_forgotten(redis):
     t = now_ms()
     ids = [f"many-{i}" for i in range(3000)]
     first = [(entry(t + i // 100, i % 100), event(m)) for i, m in enumerate(ids)]
-    assert not any(visitors.duplicates(redis, first))
+    assert not any(dedup.duplicates(redis, first))
     meta = redis.hgetall("xtag:dedup:1")
     assert len(meta) > 3  # 'c' and several segments
     slots = [k for k in redis.scan_iter("xtag:dedup:1:*")]
     assert slots
     for key in slots:
         assert redis.object("encoding", key) in (b"listpack", b"ziplist")
-        assert redis.hlen(key) <= visitors.SLOT_MAX
+        assert redis.hlen(key) <= dedup.SLOT_MAX
     again = [(entry(t + 60_000), event(m)) for m in ids]
-    assert all(visitors.duplicates(redis, again))
+    assert all(dedup.duplicates(redis, again))
 
 
 def test_slots_are_kept_48_hours_from_their_last_claim(redis):
-    visitors.duplicates(redis, [(entry(now_ms()), event("m-1"))])
-    slot = visitors.dedup_key(1, "m-1", redis)
-    assert visitors.DEDUP_SECONDS - 60 < redis.ttl(slot) <= visitors.DEDUP_SECONDS
-    assert redis.ttl("xtag:dedup:1") > visitors.DEDUP_SECONDS + visitors.SPAN_SECONDS
-    assert visitors.dedup_key(1, "never-seen", redis) is None
+    dedup.duplicates(redis, [(entry(now_ms()), event("m-1"))])
+    slot = dedup.dedup_key(1, "m-1", redis)
+    assert dedup.DEDUP_SECONDS - 60 < redis.ttl(slot) <= dedup.DEDUP_SECONDS
+    assert redis.ttl("xtag:dedup:1") > dedup.DEDUP_SECONDS + dedup.SPAN_SECONDS
+    assert dedup.dedup_key(1, "never-seen", redis) is None
 
 
 def test_a_segment_open_for_its_span_hands_over_to_one_sized_for_its_rate(redis):
     t = now_ms()
-    visitors.duplicates(redis, [(entry(t, i), event(f"s-{i}")) for i in range(100)])
+    dedup.duplicates(redis, [(entry(t, i), event(f"s-{i}")) for i in range(100)])
     meta = {k.decode(): v.decode() for k, v in redis.hgetall("xtag:dedup:1").items()}
     n, slots, started = max(
         (int(k), *map(int, v.split(":")[:2])) for k, v in meta.items() if k != "c"
     )
     # as if the open segment had taken 3,200 claims over a span
-    redis.hset(
-        "xtag:dedup:1", mapping={n: f"{slots}:{started - visitors.SPAN_SECONDS}:0", "c": 3200}
-    )
-    visitors.duplicates(redis, [(entry(t + 1), event("next"))])
+    redis.hset("xtag:dedup:1", mapping={n: f"{slots}:{started - dedup.SPAN_SECONDS}:0", "c": 3200})
+    dedup.duplicates(redis, [(entry(t + 1), event("next"))])
     meta = {k.decode(): v.decode() for k, v in redis.hgetall("xtag:dedup:1").items()}
-    assert meta[str(n + 1)].split(":")[0] == str(min(3200 // visitors.SLOT_FILL, 4 * slots))
+    assert meta[str(n + 1)].split(":")[0] == str(min(3200 // dedup.SLOT_FILL, 4 * slots))
     assert meta[str(n + 1)].endswith(":0") and not meta[str(n)].endswith(":0")
-    assert visitors.duplicates(redis, [(entry(t + 2), event("s-7"))]) == [True]
+    assert dedup.duplicates(redis, [(entry(t + 2), event("s-7"))]) == [True]
 
 
 def test_the_documented_collision_bound():
-    fp, idx = visitors.fingerprint("m-1")
+    fp, idx = dedup.fingerprint("m-1")
     assert -(2**63) <= fp < 2**63 and 0 <= idx < 2**32
-    held = 1000 * (visitors.DEDUP_SECONDS + visitors.SPAN_SECONDS)  # a site at 1,000/s
+    held = 1000 * (dedup.DEDUP_SECONDS + dedup.SPAN_SECONDS)  # a site at 1,000/s
     per_event = held / 2**64
     assert per_event < 1.1e-11
     assert 1 / (per_event * 1000 * 86400 * 365) > 3  # years between two false duplicates

@@ -13,7 +13,7 @@ from tests.support.sending import basic, queued, track
 from tests.support.shop import events
 from xtag.core.identity import hash_email, hash_phone
 from xtag.pipeline import inbox, queues
-from xtag.pipeline.visitors import DEDUP_SECONDS, dedup_key
+from xtag.pipeline.dedup import DEDUP_SECONDS, dedup_key
 
 
 @pytest.fixture
@@ -268,14 +268,14 @@ def test_repeated_message_id_is_forwarded_once_within_48_hours(client, site, wor
 
 def test_entry_read_twice_is_not_taken_for_a_duplicate(client, site):
     """An inbox entry read again (its worker died) still forwards its own events."""
-    from xtag.pipeline import visitors
+    from xtag.pipeline import dedup
 
     client.post("/v1/track", json=track(messageId="once"), headers=basic(site.write_key))
     [entry] = inbox.peek(queues.redis_client())
     pairs = [(entry.id, e) for e in entry.events]
-    assert visitors.duplicates(queues.redis_client(), pairs) == [False]
-    assert visitors.duplicates(queues.redis_client(), pairs) == [False]  # read again
-    assert visitors.duplicates(queues.redis_client(), [("9-0", entry.events[0])]) == [True]
+    assert dedup.duplicates(queues.redis_client(), pairs) == [False]
+    assert dedup.duplicates(queues.redis_client(), pairs) == [False]  # read again
+    assert dedup.duplicates(queues.redis_client(), [("9-0", entry.events[0])]) == [True]
 
 
 def test_identify_traits_attach_to_later_events(client, site, work):

@@ -25,7 +25,7 @@ from xtag.core import fastjson, mapping
 from xtag.core.times import parse
 from xtag.extensions import db
 from xtag.models import DeliveryItem, Mapping, Pixel, ReceivedEvent, Site, utcnow
-from xtag.pipeline import batching, binding, counters, inbox, queues, visitors
+from xtag.pipeline import batching, binding, counters, dedup, inbox, queues, visitors
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def record(entries: list[inbox.Entry]) -> batching.Due:
     if not pairs:
         return batching.Due()
     client = queues.redis_client()
-    verdicts = visitors.duplicates(client, pairs)
+    verdicts = dedup.duplicates(client, pairs)
     events = [event for _, event in pairs]
     visitors.recall(client, events)
     sites = site_setups(client, {e["site_id"] for e in events})
