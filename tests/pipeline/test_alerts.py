@@ -21,7 +21,7 @@ from tests.support.shop import PIXEL, deliveries, items, setup_shop
 from xtag.config import ConfigError, from_env
 from xtag.extensions import db
 from xtag.models import Alert, Connection, DeliveryItem, Setting, Site, utcnow
-from xtag.pipeline import alerts, inbox, queues, worker
+from xtag.pipeline import alerts, consuming, inbox, queues
 from xtag.services import changes, settings
 from xtag.services.resources import CONNECTIONS
 
@@ -187,7 +187,7 @@ def test_two_workers_checking_at_once_post_a_start_once(app, ctx, deliver, recei
         update(Site).where(Site.id == site.id).values(created_at=utcnow() - timedelta(hours=3))
     )
     db.session.commit()
-    consumers = [worker.Consumer(app, name=f"worker-{n}") for n in range(2)]
+    consumers = [consuming.Consumer(app, name=f"worker-{n}") for n in range(2)]
     ready = threading.Barrier(2)
     failures = []
 
@@ -212,7 +212,7 @@ def test_two_workers_checking_at_once_post_a_start_once(app, ctx, deliver, recei
 
 
 def test_the_worker_checks_alerts_on_its_schedule():
-    assert ("alerts", 30.0) in [(task.name, task.every_seconds) for task in worker.SCHEDULE]
+    assert ("alerts", 30.0) in [(task.name, task.every_seconds) for task in consuming.SCHEDULE]
 
 
 # --- the other conditions --------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_requests_set_aside_raise_an_alert_until_they_are_gone(app, ctx, deliver
     use_webhook(receiver.url)
     site = factories.site()
     inbox.add(queues.redis_client(), [{"site_id": site.id, "message": {"type": "track"}}])
-    worker.Consumer(app, name="w").drain()
+    consuming.Consumer(app, name="w").drain()
     alerts.check()
     deliver()
     assert open_alerts() == [("dead_letters", "inbox")]

@@ -10,7 +10,7 @@ from tests.support.shop import events
 from tests.support.web import login
 from xtag.extensions import db
 from xtag.models import AuditEntry
-from xtag.pipeline import inbox, queues, worker
+from xtag.pipeline import consuming, inbox, queues
 
 
 def broken(site_id: int) -> list[dict]:
@@ -20,7 +20,7 @@ def broken(site_id: int) -> list[dict]:
 def test_set_aside_entries_are_listed_and_requeued(app, client, ctx):
     site = factories.site()
     inbox.add(queues.redis_client(), broken(site.id))
-    worker.Consumer(app, name="w").drain()
+    consuming.Consumer(app, name="w").drain()
     assert queues.redis_client().xlen(inbox.DEAD) == 1
     login(client, "admin")
     page = client.get("/dead-letters").get_data(as_text=True)
@@ -30,7 +30,7 @@ def test_set_aside_entries_are_listed_and_requeued(app, client, ctx):
     assert r.status_code == 302
     assert queues.redis_client().xlen(inbox.DEAD) == 0 and queued() == 1
     assert db.session.query(AuditEntry).filter_by(action="requeue").count() == 1
-    worker.Consumer(app, name="w").drain()  # still broken: set aside again, not lost
+    consuming.Consumer(app, name="w").drain()  # still broken: set aside again, not lost
     assert queues.redis_client().xlen(inbox.DEAD) == 1 and queued() == 0
 
 
@@ -39,10 +39,10 @@ def test_at_the_cap_the_worker_stops_reading_rather_than_lose_one(app, client, c
     site = factories.site()
     for _ in range(2):
         inbox.add(queues.redis_client(), broken(site.id))
-    worker.Consumer(app, name="w").drain()
+    consuming.Consumer(app, name="w").drain()
     assert queues.redis_client().xlen(inbox.DEAD) == 2
     assert client.post("/v1/track", json=track(), headers=basic(site.write_key)).status_code == 200
-    worker.Consumer(app, name="w").run_once()
+    consuming.Consumer(app, name="w").run_once()
     assert queued() == 1 and events() == []  # waiting, not read, not lost
     ready = client.get("/readyz")
     assert ready.status_code == 503 and not ready.json["checks"]["dead_letters"]["ok"]
@@ -58,13 +58,13 @@ def test_one_bad_entry_among_many_costs_a_few_retries_not_one_per_entry(
         if n == 40:
             inbox.add(queues.redis_client(), broken(site.id))
     calls = []
-    real = worker.intake.record
+    real = consuming.intake.record
 
     def counted(entries):
         calls.append(len(entries))
         return real(entries)
 
-    monkeypatch.setattr(worker.intake, "record", counted)
-    worker.Consumer(app, name="w").drain()
+    monkeypatch.setattr(consuming.intake, "record", counted)
+    consuming.Consumer(app, name="w").drain()
     assert len(events()) == 64 and queues.redis_client().xlen(inbox.DEAD) == 1
     assert len(calls) <= 1 + 2 * 7  # halving 65 entries down to the bad one, not 65 retries

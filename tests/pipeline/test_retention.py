@@ -9,7 +9,7 @@ from tests.support.sending import basic, order
 from tests.support.shop import setup_shop
 from xtag.extensions import db
 from xtag.models import AuditEntry, DeliveryAttempt, DeliveryItem, ReceivedEvent, utcnow
-from xtag.pipeline import retention, worker
+from xtag.pipeline import consuming, retention
 
 
 def test_worker_purges_events_past_retention(app, ctx):
@@ -26,7 +26,7 @@ def test_worker_purges_events_past_retention(app, ctx):
             )
         )
     db.session.commit()
-    worker.Consumer(app, name="w").run_due()  # the worker's scheduled work, all due at start
+    consuming.Consumer(app, name="w").run_due()  # the worker's scheduled work, all due at start
     db.session.expire_all()
     kept = [
         e.event_name for e in db.session.scalars(select(ReceivedEvent).order_by(ReceivedEvent.id))

@@ -11,26 +11,26 @@ import time
 from tests.support import factories
 from tests.support.sending import basic, track
 from tests.support.shop import events
-from xtag.pipeline import heartbeat, queues, worker
+from xtag.pipeline import consuming, heartbeat, queues
 
 
 def test_shared_tasks_run_on_one_worker_per_period(app, monkeypatch):
     ran = []
     for name in ("sweep", "purge", "check_alerts"):
-        monkeypatch.setattr(worker.Consumer, name, lambda self, name=name: ran.append(name))
+        monkeypatch.setattr(consuming.Consumer, name, lambda self, name=name: ran.append(name))
     monkeypatch.setattr(
-        worker,
+        consuming,
         "SCHEDULE",
         tuple(
-            worker.Periodic(
-                task.name, task.every_seconds, getattr(worker.Consumer, method), task.shared
+            consuming.Periodic(
+                task.name, task.every_seconds, getattr(consuming.Consumer, method), task.shared
             )
             for task, method in zip(
-                worker.SCHEDULE, ("heartbeat", "sweep", "purge", "check_alerts"), strict=True
+                consuming.SCHEDULE, ("heartbeat", "sweep", "purge", "check_alerts"), strict=True
             )
         ),
     )
-    first, second = worker.Consumer(app, name="one"), worker.Consumer(app, name="two")
+    first, second = consuming.Consumer(app, name="one"), consuming.Consumer(app, name="two")
     first.run_due()
     second.run_due()
     assert sorted(ran) == ["check_alerts", "purge", "sweep"]  # once, not once per worker
@@ -48,9 +48,9 @@ def test_a_slow_scheduled_task_does_not_hold_up_the_intake(app, client, ctx, mon
         started.set()
         release.wait(10)
 
-    monkeypatch.setattr(worker, "SCHEDULE", (worker.Periodic("slow", 30.0, slow),))
+    monkeypatch.setattr(consuming, "SCHEDULE", (consuming.Periodic("slow", 30.0, slow),))
     site = factories.site()
-    consumer = worker.Consumer(app, name="w")
+    consumer = consuming.Consumer(app, name="w")
     threads = [
         threading.Thread(target=consumer.run_forever, daemon=True),
         threading.Thread(target=consumer.keep_schedule, daemon=True),

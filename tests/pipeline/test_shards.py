@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from tests.support import factories
 from tests.support.sending import basic, order, queued
 from tests.support.shop import events
-from xtag.pipeline import inbox, queues, worker
+from xtag.pipeline import consuming, inbox, queues
 
 SHARDS = 4
 
@@ -62,7 +62,7 @@ def test_a_site_keeps_to_its_shard_and_every_event_is_recorded_once(sharded):
     }
     backlog = inbox.backlog(client)
     assert backlog["depth"] == queued() == SHARDS and backlog["oldest_age_seconds"] >= 0
-    assert worker.Consumer(app, name="w").drain() == SHARDS
+    assert consuming.Consumer(app, name="w").drain() == SHARDS
     assert recorded() == Counter(sent) and queued() == 0 and pending_entries() == 0
 
 
@@ -71,7 +71,7 @@ def test_one_shard_is_the_stream_of_old_and_more_shards_still_read_it(app, ctx, 
     assert inbox.streams(1) == (inbox.STREAM,)
     sent = post(app, sites[:1])  # queued by a collector of one shard, before a deploy
     assert {e.stream for e in inbox.peek(queues.redis_client())} == {inbox.STREAM}
-    worker.Consumer(sharded_app, name="w").drain()
+    consuming.Consumer(sharded_app, name="w").drain()
     assert recorded() == Counter(sent)
 
 
@@ -83,14 +83,14 @@ def test_a_dead_workers_entries_in_every_shard_are_taken_over(sharded, make_app)
     taken = inbox.read(client, "died", 100, None, inbox.streams(SHARDS))
     assert {e.stream for e in taken} == set(inbox.streams(SHARDS))  # then it was SIGKILLed
     quick = make_app(XTAG_INBOX_SHARDS=str(SHARDS), XTAG_INBOX_CLAIM_MS="1")
-    worker.Consumer(quick, name="heir").drain()
+    consuming.Consumer(quick, name="heir").drain()
     assert recorded() == Counter(sent) and queued() == 0 and pending_entries() == 0
 
 
 def test_entries_read_before_a_failure_are_read_again_from_every_shard(sharded, monkeypatch):
     app, sites = sharded
     sent = post(app, sites)
-    real = worker.intake.record
+    real = consuming.intake.record
     calls = []
 
     def failing_once(entries):
@@ -99,8 +99,8 @@ def test_entries_read_before_a_failure_are_read_again_from_every_shard(sharded, 
             raise OperationalError("INSERT", {}, Exception("the database went away"))
         return real(entries)
 
-    monkeypatch.setattr(worker.intake, "record", failing_once)
-    consumer = worker.Consumer(app, name="w")
+    monkeypatch.setattr(consuming.intake, "record", failing_once)
+    consumer = consuming.Consumer(app, name="w")
     with pytest.raises(OperationalError):
         consumer.run_once()
     assert queued() == SHARDS and pending_entries() == SHARDS
@@ -117,20 +117,20 @@ def test_what_a_shard_cannot_record_is_set_aside_and_the_cap_stops_every_shard(
     last = sites[-1]
     broken = [{"site_id": last.id, "message": {"type": "track"}}]  # no messageId, no event
     inbox.add(client, broken, shards=SHARDS)
-    worker.Consumer(app, name="w").drain()
+    consuming.Consumer(app, name="w").drain()
     [(_, fields)] = client.xrange(inbox.DEAD)
     assert fields[b"stream"].decode() == inbox.streams(SHARDS)[last.id % SHARDS]
     assert queued() == 0
     monkeypatch.setattr(inbox, "DEAD_MAX", 1)  # at the cap: nothing is read, from any shard
     sent = post(app, sites)
-    worker.Consumer(app, name="w").run_once()
+    consuming.Consumer(app, name="w").run_once()
     assert queued() == SHARDS and not events()
     monkeypatch.setattr(inbox, "DEAD_MAX", 10)
-    worker.Consumer(app, name="w").drain()
+    consuming.Consumer(app, name="w").drain()
     assert recorded() == Counter(sent)
     [dead_id] = [d["id"] for d in inbox.dead(client, 10)]
     assert inbox.requeue(client, [dead_id]) == 1  # back into shard 0, read by every worker
-    worker.Consumer(app, name="w").drain()
+    consuming.Consumer(app, name="w").drain()
     assert client.xlen(inbox.DEAD) == 1 and queued() == 0  # still broken: aside again
 
 

@@ -12,7 +12,7 @@ from tests.support.sending import order, send
 from tests.support.shop import events, items, setup_shop
 from xtag.extensions import db
 from xtag.models import Mapping, Pixel, Site
-from xtag.pipeline import intake, queues, worker
+from xtag.pipeline import consuming, intake, queues
 
 
 @contextlib.contextmanager
@@ -36,7 +36,7 @@ def rules_read(sent: list[str]) -> list[str]:
 
 def test_reads_after_the_first_ask_nothing_of_mappings_or_test_mode(x_app, client, ctx, fake_x):
     site = setup_shop(fake_x)
-    consumer = worker.Consumer(x_app, name="w")
+    consumer = consuming.Consumer(x_app, name="w")
     send(client, site, [order(1)])
     with statements() as first:
         consumer.drain()
@@ -50,7 +50,7 @@ def test_reads_after_the_first_ask_nothing_of_mappings_or_test_mode(x_app, clien
 
 def test_a_changed_mapping_applies_to_the_next_event(x_app, client, ctx, fake_x):
     site = setup_shop(fake_x)
-    consumer = worker.Consumer(x_app, name="w")
+    consumer = consuming.Consumer(x_app, name="w")
     send(client, site, [order(1)])
     consumer.drain()
     mapping = db.session.scalar(select(Mapping))
@@ -68,7 +68,7 @@ def test_a_changed_mapping_applies_to_the_next_event(x_app, client, ctx, fake_x)
 
 def test_test_mode_and_a_deleted_pixel_apply_to_the_next_event(x_app, client, ctx, fake_x):
     site = setup_shop(fake_x)
-    consumer = worker.Consumer(x_app, name="w")
+    consumer = consuming.Consumer(x_app, name="w")
     send(client, site, [order(1)])
     consumer.drain()
     site.test_mode = True
@@ -89,7 +89,7 @@ def test_test_mode_and_a_deleted_pixel_apply_to_the_next_event(x_app, client, ct
 def test_a_change_another_process_announces_is_seen(x_app, client, ctx, fake_x):
     """The worker is another process than the admin: only Redis tells it."""
     site = setup_shop(fake_x)
-    consumer = worker.Consumer(x_app, name="w")
+    consumer = consuming.Consumer(x_app, name="w")
     send(client, site, [order(1)])
     consumer.drain()
     with db.engine.begin() as connection:  # a change this process's session never saw

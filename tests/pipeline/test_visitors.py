@@ -13,7 +13,7 @@ from tests.support.shop import events, setup_shop
 from xtag.core.identity import hash_email
 from xtag.extensions import db
 from xtag.models import DeliveryItem
-from xtag.pipeline import queues, visitors, worker
+from xtag.pipeline import consuming, queues, visitors
 
 EMAIL = "visitor@example.com"
 
@@ -138,7 +138,7 @@ def shop_x(x_app, fake_x, ctx):
 
 def record(app) -> None:
     """One read of the inbox by a worker, as a separate read from the next."""
-    worker.Consumer(app, name="reader").run_once()
+    consuming.Consumer(app, name="reader").run_once()
 
 
 @pytest.mark.parametrize("identify_first", [False, True])

@@ -25,7 +25,7 @@ from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, Shop, needs_chromium
 from tests.support.shop import EVENT, PIXEL
 from xtag.extensions import db
 from xtag.models import ReceivedEvent
-from xtag.pipeline import worker
+from xtag.pipeline import consuming
 
 PASSWORD = "correct horse battery"
 
@@ -124,7 +124,7 @@ def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium
 
     # The dashboard leads the way; the admin connects the X account by
     # signing in on X, and adds a marketer.
-    worker.Consumer(app, name="walkthrough").heartbeat()  # deliver() is this test's worker
+    consuming.Consumer(app, name="walkthrough").heartbeat()  # deliver() is this test's worker
     admin = Browser(chromium, live_server, shots)
     admin.log_in("admin@example.com")
     checklist = admin.page.locator(".checklist")
@@ -244,7 +244,7 @@ def test_from_login_to_a_delivered_conversion(app, ctx, live_server, x, chromium
         marketer.shot("delivery-log")
         marketer.page.click("table a")
         assert re.search(r"\b200\b", marketer.page.inner_text("main"))
-        worker.Consumer(app, name="walkthrough").heartbeat()  # deliver() is this test's worker
+        consuming.Consumer(app, name="walkthrough").heartbeat()  # deliver() is this test's worker
         marketer.nav("Dashboard")
         marketer.page.wait_for_selector("body.charts-on")
         assert marketer.page.locator(".checklist").count() == 0  # the first conversion is in

@@ -86,12 +86,12 @@ def test_safe_next(target, safe):
 
 
 def test_dashboard_warns_when_no_worker_is_alive(app, client, ctx):
-    from xtag.pipeline import worker
+    from xtag.pipeline import consuming
 
     factories.user("m@example.com", password="correct horse")
     client.post("/login", data={"email": "m@example.com", "password": "correct horse"})
     assert "No worker is running" in client.get("/").get_data(as_text=True)
-    worker.Consumer(app, name="w1").heartbeat()
+    consuming.Consumer(app, name="w1").heartbeat()
     page = client.get("/").get_data(as_text=True)
     assert "No worker is running" not in page
     assert re.search(r'class="figure">1</span> workers alive', page)

@@ -2,7 +2,7 @@
 
 import time
 
-from xtag.pipeline import heartbeat, queues, worker
+from xtag.pipeline import consuming, heartbeat, queues
 
 
 def test_healthz_answers_while_the_process_is_up(client):
@@ -15,7 +15,7 @@ def test_readyz_needs_a_live_worker(app, client):
     assert r.json["checks"]["database"] == {"ok": True}
     assert r.json["checks"]["workers"] == {"ok": False, "alive": 0}
     with app.app_context():
-        intake = worker.Consumer(app, name="test-worker")
+        intake = consuming.Consumer(app, name="test-worker")
         intake.heartbeat()
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json["status"] == "ready"
@@ -42,12 +42,12 @@ def test_how_recent_a_heartbeat_readyz_needs_is_configurable(app, make_app):
 
 
 def test_the_worker_schedule_runs_each_task_when_due(app):
-    intake = worker.Consumer(app, name="scheduled")
+    intake = consuming.Consumer(app, name="scheduled")
     intake.run_due()
     first = dict(intake._next_run)
     assert (
         set(first)
-        == {task.name for task in worker.SCHEDULE}
+        == {task.name for task in consuming.SCHEDULE}
         == {
             "heartbeat",
             "sweep",
