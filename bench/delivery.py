@@ -269,10 +269,9 @@ def configure(env: dict[str, str], pixel_id: str, token: str, write_key: str) ->
     return rules
 
 
-def setup(args, label: str, work: Path, redis_db: int, fake: FakeX, pixel_id: str) -> Setup:
-    """A database migrated and configured, with its own Redis db."""
-    import redis
-
+def worker_env(args, work: Path, redis_db: int, fake: FakeX) -> dict[str, str]:
+    """The app's environment for a worker of this bench: the private Redis
+    (its db `redis_db`), the fake X, the batch window."""
     sock = work / "redis" / "redis.sock"
     env = app_env(work, sock)
     env.update(
@@ -280,13 +279,21 @@ def setup(args, label: str, work: Path, redis_db: int, fake: FakeX, pixel_id: st
         XTAG_X_API_BASE=fake.base_url,
         XTAG_BATCH_WINDOW_MS=str(args.window_ms),
     )
+    return env
+
+
+def setup(args, label: str, work: Path, redis_db: int, fake: FakeX, pixel_id: str) -> Setup:
+    """A database migrated and configured, with its own Redis db."""
+    import redis
+
+    env = worker_env(args, work, redis_db, fake)
     meter = None
     if label == "PostgreSQL":
         env["DATABASE_URL"] = args.database_url
         meter = PgMeter(args.database_url)
     write_key = prepare_database(env, work)
     rules = configure(env, pixel_id, fake.pixel_token, write_key)
-    client = redis.Redis(unix_socket_path=str(sock), db=redis_db, socket_timeout=30)
+    client = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=30)
     return Setup(label, env, client, rules, write_key, meter)
 
 

@@ -51,7 +51,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.collector import (  # noqa: E402
     USER_AGENT,
-    app_env,
     cpu_model,
     prepare_database,
     run_in_workdir,
@@ -65,6 +64,7 @@ from bench.delivery import (  # noqa: E402
     accepted,
     order,
     wait_delivered,
+    worker_env,
 )
 from tests.fake_x import FakeX  # noqa: E402
 from xtag import create_app  # noqa: E402
@@ -178,19 +178,15 @@ def layout(args, shards: int, work: Path, stack, fake: FakeX, batch: list[dict])
     """One layout: its own Redis db, sites and pixel; fill, drain, check."""
     import redis
 
-    sock = work / "redis" / "redis.sock"
-    env = app_env(work, sock)
+    env = worker_env(args, work, shards, fake)
     env.update(
-        REDIS_URL=f"unix://{sock}?db={shards}",
-        XTAG_X_API_BASE=fake.base_url,
-        XTAG_BATCH_WINDOW_MS=str(args.window_ms),
         XTAG_INBOX_SHARDS=str(shards),
         DATABASE_URL=args.database_url or f"sqlite:///{work / f'xtag-{shards}.db'}",
     )
     prepare_database(env, work)
     pixel_id = "s" + secrets.token_hex(3)
     site_ids = configure(env, args.sites, pixel_id, fake.pixel_token)
-    client = redis.Redis(unix_socket_path=str(sock), db=shards, socket_timeout=30)
+    client = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=30)
     stack.callback(client.close)
     if args.database_url:  # the layout before left dead rows; autovacuum may be off
         meter = PgMeter(args.database_url)
