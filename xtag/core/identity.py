@@ -17,7 +17,6 @@ import phonenumbers
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SPACE = re.compile(r"\s")
-_MAY_HIDE_PII = re.compile(r"[@%?]")  # text without these has nothing _scrub_text changes
 _TWCLID_PARAM = re.compile(r"(?:^|&)twclid=([^&]*)")
 _EMAIL_ANYWHERE = re.compile(r"[^@\s<>()\[\],;:\"']+@[^@\s<>()\[\],;:\"']+\.[A-Za-z]{2,}")
 
@@ -173,7 +172,7 @@ def scrub(value: object, key: object = None) -> object:
         return value if key in KEPT_IDS else _scrub_text(value)
     if isinstance(value, dict):
         return {
-            _scrub_text(k) if isinstance(k, str) and _MAY_HIDE_PII.search(k) else k: scrub(v, k)
+            _scrub_text(k) if isinstance(k, str) else k: scrub(v, k)
             for k, v in value.items()
             if k not in EMAIL_KEYS and not (_phone_key(k) and _phone_like(v))
         }
