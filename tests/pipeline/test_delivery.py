@@ -88,6 +88,25 @@ def test_1200_events_make_three_requests_of_at_most_500(x_app, client, ctx, fake
     assert len({c["conversion_id"] for c in fake_x.accepted()}) == 1200
 
 
+def test_a_backlog_is_sent_several_batches_at_once(x_app, client, ctx, fake_x, deliver):
+    """X takes a while to answer each batch; on PostgreSQL a pixel's backlog
+    does not wait for each answer before the next batch goes (on SQLite,
+    one writer at a time, batches go one by one)."""
+    site = setup_shop(fake_x)
+    fake_x.hang_next(0.6, n=4)  # under the tests' 1 s timeout
+    send(client, site, [order(n) for n in range(2000)])
+    deliver()
+    calls = fake_x.calls()
+    assert sorted(len(r.conversions) for r in calls) == [500] * 4
+    assert len({c["conversion_id"] for c in fake_x.accepted(PIXEL)}) == 2000
+    spread = max(r.received_at for r in calls) - min(r.received_at for r in calls)
+    if db.engine.dialect.name == "postgresql":
+        assert spread < 0.6  # all four in flight together
+    else:
+        assert spread >= 1.8  # each posted after the one before was answered
+    assert {d.status for d in deliveries()} == {"delivered"}
+
+
 def test_one_request_never_mixes_pixels(x_app, client, ctx, fake_x, deliver):
     site = setup_shop(fake_x)
     other = Pixel(pixel_id="abc12", name="Second", connection=db.session.scalar(select(Connection)))

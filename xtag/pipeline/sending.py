@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 OUTSTANDING = ("sending",)
 RETRY_JOB = "xtag.pipeline.jobs.retry_delivery"
 
-_session: requests.Session | None = None
+_local = threading.local()  # a requests session per sender thread (batching.SENDERS)
 
 
 class Item(NamedTuple):
@@ -90,10 +91,10 @@ def _statuses(delivery_id: int) -> set[str]:
 
 
 def http() -> requests.Session:
-    global _session
-    if _session is None:
-        _session = requests.Session()
-    return _session
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+    return session
 
 
 # --- pacing and retrying ------------------------------------------------------
