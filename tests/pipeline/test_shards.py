@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from tests.support import factories
 from tests.support.sending import basic, order, queued
 from tests.support.shop import events
+from tests.support.workers import recording_fails_once
 from xtag.pipeline import consuming, inbox, queues
 
 SHARDS = 4
@@ -90,16 +91,7 @@ def test_a_dead_workers_entries_in_every_shard_are_taken_over(sharded, make_app)
 def test_entries_read_before_a_failure_are_read_again_from_every_shard(sharded, monkeypatch):
     app, sites = sharded
     sent = post(app, sites)
-    real = consuming.intake.record
-    calls = []
-
-    def failing_once(entries):
-        calls.append({e.stream for e in entries})
-        if len(calls) == 1:
-            raise OperationalError("INSERT", {}, Exception("the database went away"))
-        return real(entries)
-
-    monkeypatch.setattr(consuming.intake, "record", failing_once)
+    calls = recording_fails_once(monkeypatch)
     consumer = consuming.Consumer(app, name="w")
     with pytest.raises(OperationalError):
         consumer.run_once()

@@ -51,3 +51,22 @@ def kill(process: subprocess.Popen) -> None:
 
 def log_tail(log: Path, chars: int = 3000) -> str:
     return log.read_text(errors="replace")[-chars:] if log.exists() else "(no worker log)"
+
+
+def recording_fails_once(monkeypatch) -> list[set[str]]:
+    """The intake's first transaction fails as if the database went away;
+    returns, per call, the streams of the entries it was given."""
+    from sqlalchemy.exc import OperationalError
+
+    from xtag.pipeline import consuming
+
+    real, calls = consuming.intake.record, []
+
+    def failing_once(entries):
+        calls.append({e.stream for e in entries})
+        if len(calls) == 1:
+            raise OperationalError("INSERT", {}, Exception("the database went away"))
+        return real(entries)
+
+    monkeypatch.setattr(consuming.intake, "record", failing_once)
+    return calls

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis
@@ -21,7 +22,7 @@ from xtag.pipeline import alerts, batching, heartbeat, inbox, intake, queues, re
 
 log = logging.getLogger(__name__)
 
-READ_COUNT = 200  # inbox entries per read at most
+READ_COUNT = 500  # inbox entries per read at most
 EVENTS_PER_READ = 2000  # ... and about this many events (a /v1/batch entry holds up to 2,500)
 BLOCK_MS = 1000
 RECLAIM_EVERY_SECONDS = 5.0  # also how often the dead-letter cap is checked
@@ -54,9 +55,18 @@ class Consumer:
         self.linger = min(LINGER_SECONDS, self.window / 4)
         self.due: dict[int, float] = {}  # pixel -> when to look at its partial batch
         self.read_count = READ_COUNT
+        # Under a backlog the next read is made while a read is recorded:
+        # Redis answers it while this thread waits for the database.
+        self._ahead: Future | None = None
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="xtag-read")
         inbox.ensure_group(self.client, self.streams)
 
     def _take(self, block_ms: int | None) -> list[inbox.Entry]:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            entries = ahead.result()
+            if entries and not self._retry_own:  # else they are read again as pending
+                return entries
         try:
             return self._take_from_group(block_ms)
         except redis.ResponseError as exc:
@@ -175,6 +185,10 @@ class Consumer:
         read_at = time.monotonic()
         if linger and self.linger and len(entries) < self.read_count and not self._retry_own:
             entries = self._more(entries)
+        elif len(entries) >= self.read_count and not self.stop.is_set():
+            self._ahead = self._reader.submit(
+                inbox.read, self.client, self.name, self.read_count, None, self.streams
+            )
         try:
             try:
                 flushes = self._record(entries)
@@ -251,6 +265,11 @@ class Consumer:
             except Exception:  # keep consuming; the entries stay pending and are retried
                 log.exception("intake: recording events failed; retrying in 1 s")
                 self.stop.wait(1.0)
+        if self._ahead is not None:  # read ahead before the stop: record it, not leave it
+            try:
+                self.run_once()
+            except Exception:  # left pending: another worker claims it
+                log.exception("intake: recording the last read failed")
 
 
 @dataclass(frozen=True)
