@@ -164,6 +164,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "suffix); slows the worker a little",
     )
     parser.add_argument("--py-spy", default="py-spy", help="py-spy executable for --profile")
+    parser.add_argument(
+        "--profile-idle",
+        action="store_true",
+        help="with --profile: keep idle samples too (where each thread waits, wall-clock)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
     args = parser.parse_args(argv)
     if min(args.events, args.per_request, args.rounds, args.rate, args.duration) <= 0:
@@ -383,8 +388,10 @@ def stop_on_exit(stack: contextlib.ExitStack, proc: subprocess.Popen, signum: in
     return stop
 
 
-def start_profiler(output: Path, py_spy: str, pid: int, work: Path, stack: contextlib.ExitStack):
-    """py-spy record of the worker (all threads, idle samples left out) until stopped."""
+def start_profiler(
+    output: Path, py_spy: str, pid: int, work: Path, stack: contextlib.ExitStack, idle: bool
+):
+    """py-spy record of the worker (all threads; idle samples only with `idle`) until stopped."""
     formats = {".svg": "flamegraph", ".json": "speedscope"}
     log = open(work / "py-spy.log", "ab")  # noqa: SIM115 - closed by the stack
     stack.callback(log.close)
@@ -392,6 +399,7 @@ def start_profiler(output: Path, py_spy: str, pid: int, work: Path, stack: conte
         [
             py_spy, "record", "--pid", str(pid), "--rate", "100", "--threads", "--nonblocking",
             "--format", formats.get(output.suffix, "raw"), "--output", str(output),
+            *(["--idle"] if idle else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -463,7 +471,9 @@ def backlog(args, setup_: Setup, redis_pid, fake, work, stack, label: str, count
     if args.profile and label == "round 1":
         output = Path(args.profile).resolve()
         output = output.with_name(f"{output.stem}-{setup_.label.lower()}{output.suffix}")
-        stop_profiler = start_profiler(output, args.py_spy, workers.procs[0].pid, work, stack)
+        stop_profiler = start_profiler(
+            output, args.py_spy, workers.procs[0].pid, work, stack, args.profile_idle
+        )
     recorded = []
 
     def drained() -> None:  # when the intake had recorded everything
