@@ -58,13 +58,13 @@ def test_one_bad_entry_among_many_costs_a_few_retries_not_one_per_entry(
         if n == 40:
             inbox.add(queues.redis_client(), broken(site.id))
     calls = []
-    real = consuming.intake.record
+    real = consuming.intake.prepare  # the first step of every attempt
 
     def counted(entries):
         calls.append(len(entries))
         return real(entries)
 
-    monkeypatch.setattr(consuming.intake, "record", counted)
+    monkeypatch.setattr(consuming.intake, "prepare", counted)
     consuming.Consumer(app, name="w").drain()
     assert len(events()) == 64 and queues.redis_client().xlen(inbox.DEAD) == 1
     assert len(calls) <= 1 + 2 * 7  # halving 65 entries down to the bad one, not 65 retries

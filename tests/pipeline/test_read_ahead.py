@@ -9,10 +9,11 @@ from collections import Counter
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tests.support import factories
+from tests.support import factories, pii
 from tests.support.sending import basic, order, queued
 from tests.support.shop import events
 from tests.support.workers import recording_fails_once
+from xtag.core.identity import hash_email
 from xtag.pipeline import consuming, inbox, queues
 
 READ = 5
@@ -66,3 +67,27 @@ def test_a_stopping_worker_records_what_it_read_ahead(app, backlog):
     consumer.stop.set()
     consumer.run_forever()  # returns at once: stopped, after recording the read ahead
     assert len(recorded()) == 2 * READ and pending() == 0 and queued() == 17 - 2 * READ
+
+
+def test_reads_prepared_ahead_keep_the_order_of_what_visitors_told(app, client, ctx, monkeypatch):
+    """The read prepared ahead comes after the read being written: a visitor
+    who gave an email in the first is known in the second, and a messageId
+    of the first repeated in the second is a duplicate there."""
+    monkeypatch.setattr(consuming, "READ_COUNT", READ)
+    site = factories.site()
+    factories.mapping(site, "Order Completed")
+    shopper = "anon-shopper"
+    identify = {"anonymousId": shopper, "messageId": "id-1", "traits": {"email": pii.RAW_EMAIL}}
+    sent = [("identify", identify)]
+    sent += [("track", order(n)) for n in range(2, 6)]
+    sent += [("track", order(6, anonymousId=shopper)), ("track", order(2))]  # read 2
+    for route, message in sent:
+        answer = client.post(f"/v1/{route}", json=message, headers=basic(site.write_key))
+        assert answer.status_code == 200
+    consumer = consuming.Consumer(app, name="w")
+    assert consumer.run_once() == READ and consumer._ahead is not None
+    consumer.drain()
+    later = {e.message_id: e for e in events()[READ:]}
+    assert later["msg-6"].identifiers["hashed_email"] == hash_email(pii.RAW_EMAIL)
+    assert later["msg-6"].sources["hashed_email"] == "memory"
+    assert (later["msg-2"].outcome, later["msg-2"].reason) == ("dropped", "duplicate")

@@ -55,18 +55,18 @@ def log_tail(log: Path, chars: int = 3000) -> str:
 
 def recording_fails_once(monkeypatch) -> list[set[str]]:
     """The intake's first transaction fails as if the database went away;
-    returns, per call, the streams of the entries it was given."""
+    returns, per transaction, the streams of the entries it was to write."""
     from sqlalchemy.exc import OperationalError
 
     from xtag.pipeline import consuming
 
-    real, calls = consuming.intake.record, []
+    real, calls = consuming.intake.write, []
 
-    def failing_once(entries):
-        calls.append({e.stream for e in entries})
+    def failing_once(prepared):
+        calls.append({e.stream for e in prepared.entries})
         if len(calls) == 1:
             raise OperationalError("INSERT", {}, Exception("the database went away"))
-        return real(entries)
+        return real(prepared)
 
-    monkeypatch.setattr(consuming.intake, "record", failing_once)
+    monkeypatch.setattr(consuming.intake, "write", failing_once)
     return calls

@@ -55,18 +55,13 @@ class Consumer:
         self.linger = min(LINGER_SECONDS, self.window / 4)
         self.due: dict[int, float] = {}  # pixel -> when to look at its partial batch
         self.read_count = READ_COUNT
-        # Under a backlog the next read is made while a read is recorded:
-        # Redis answers it while this thread waits for the database.
+        # Under a backlog the next read is made, and prepared (intake.prepare:
+        # Redis), while this thread writes the last one to the database.
         self._ahead: Future | None = None
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="xtag-read")
         inbox.ensure_group(self.client, self.streams)
 
     def _take(self, block_ms: int | None) -> list[inbox.Entry]:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            entries = ahead.result()
-            if entries and not self._retry_own:  # else they are read again as pending
-                return entries
         try:
             return self._take_from_group(block_ms)
         except redis.ResponseError as exc:
@@ -149,6 +144,28 @@ class Consumer:
         with self.app.app_context():
             return intake.record(entries)
 
+    def _read_ahead(self) -> intake.Prepared | None:
+        """The next read, prepared (in the reader thread)."""
+        entries = inbox.read(self.client, self.name, self.read_count, None, self.streams)
+        if not entries:
+            return None
+        with self.app.app_context():
+            return intake.prepare(entries)
+
+    def _ahead_ready(self) -> intake.Prepared | None:
+        """What was read ahead, unless a failure came since: then it is read
+        again, as pending, with what failed."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        try:
+            ready = ahead.result()
+        except Exception:
+            log.warning("intake: reading ahead failed; reading again", exc_info=True)
+            self._retry_own = True
+            return None
+        return None if self._retry_own else ready
+
     def _in_halves(self, entries: list[inbox.Entry]) -> batching.Due:
         """After a read failed on its data: record it in halves, and halves of
         those, until the entry that cannot be recorded stands alone, and set
@@ -179,19 +196,21 @@ class Consumer:
     def run_once(self, block_ms: int | None = None, linger: bool = False) -> int:
         """Read and record once; `linger`: after a short read, wait a moment for more."""
         self.flush_due()
-        entries = self._take(self._block_ms(block_ms))
+        ready = self._ahead_ready()
+        entries = ready.entries if ready else self._take(self._block_ms(block_ms))
         if not entries:
             return 0
         read_at = time.monotonic()
-        if linger and self.linger and len(entries) < self.read_count and not self._retry_own:
+        short = len(entries) < self.read_count and not ready
+        if linger and self.linger and short and not self._retry_own:
             entries = self._more(entries)
-        elif len(entries) >= self.read_count and not self.stop.is_set():
-            self._ahead = self._reader.submit(
-                inbox.read, self.client, self.name, self.read_count, None, self.streams
-            )
         try:
             try:
-                flushes = self._record(entries)
+                with self.app.app_context():
+                    ready = ready or intake.prepare(entries)
+                    if len(entries) >= self.read_count and not self.stop.is_set():
+                        self._ahead = self._reader.submit(self._read_ahead)  # prepared after
+                    flushes = intake.write(ready)
             except POISON:
                 flushes = self._in_halves(entries)
         except (SQLAlchemyError, redis.RedisError, OSError):

@@ -192,19 +192,42 @@ def _insert(table: Table, rows: list[dict], ids: bool = False) -> list[int]:
 _NEXT_IDS = "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
 
 
+class Prepared(NamedTuple):
+    """Inbox entries with what Redis says of them: their events (completed
+    from what is known of their visitors), which repeat an earlier message,
+    and their sites' rules. Done before the transaction, so that a worker
+    can prepare its next read while it writes the last one."""
+
+    entries: list[inbox.Entry]
+    events: list[dict]
+    verdicts: list
+    sites: dict[int, SiteSetup]
+
+
+def prepare(entries: list[inbox.Entry]) -> Prepared:
+    pairs = [(entry.id, event) for entry in entries for event in entry.events]
+    if not pairs:
+        return Prepared(entries, [], [], {})
+    client = queues.redis_client()
+    verdicts = dedup.duplicates(client, pairs)
+    events = [event for _, event in pairs]
+    visitors.recall(client, events)
+    return Prepared(entries, events, verdicts, site_setups(client, {e["site_id"] for e in events}))
+
+
 def record(entries: list[inbox.Entry]) -> batching.Due:
     """Record inbox entries: each event with its outcome, and the conversions
     it produced waiting for their batch, in one transaction. Returns the
     pixels whose partial batch is to be flushed when the batch window ends
     (which runs from when the entries were first read)."""
-    pairs = [(entry.id, event) for entry in entries for event in entry.events]
-    if not pairs:
+    return write(prepare(entries))
+
+
+def write(prepared: Prepared) -> batching.Due:
+    """record's transaction, for entries already prepared."""
+    entries, events, verdicts, sites = prepared
+    if not events:
         return batching.Due()
-    client = queues.redis_client()
-    verdicts = dedup.duplicates(client, pairs)
-    events = [event for _, event in pairs]
-    visitors.recall(client, events)
-    sites = site_setups(client, {e["site_id"] for e in events})
     rows, results = [], []
     last_seen: dict[int, datetime] = {}
     for event, duplicate in zip(events, verdicts, strict=True):
