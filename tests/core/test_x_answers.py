@@ -57,6 +57,12 @@ def test_spent_rate_limit_on_success_holds_the_connection():
     assert classify(200, {**headers, "X-Rate-Limit-Remaining": "5"}, OK_BODY).hold_until is None
 
 
+def test_what_remains_must_cover_the_requests_in_flight_beside():
+    headers = {"X-Rate-Limit-Remaining": "3", "X-Rate-Limit-Reset": "1900000000"}
+    assert classify(200, headers, OK_BODY, in_flight=3).hold_until == 1900000000.0
+    assert classify(200, headers, OK_BODY, in_flight=2).hold_until is None
+
+
 def test_401_asks_for_a_refresh_403_404_are_terminal():
     assert classify(401, {}, '{"errors":[{"code":"UNAUTHORIZED","message":"bad"}]}').kind == (
         "unauthorized"

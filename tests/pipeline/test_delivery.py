@@ -232,6 +232,21 @@ def test_spent_rate_limit_holds_the_connection_until_reset(x_app, client, ctx, f
     assert second.received_at >= reset
 
 
+def test_batches_sent_at_once_stay_within_the_rate_limit(x_app, client, ctx, fake_x, deliver):
+    """With several batches in flight, the connection is held while what X
+    says remains would not cover them all: no 429 for the ones beside."""
+    site = setup_shop(fake_x)
+    fake_x.rate_limit_remaining = 6
+    fake_x.rate_limit_reset = reset = int(time.time()) + 3
+    fake_x.hang_next(0.5, n=7)  # X takes its time: on PostgreSQL batches overlap
+    send(client, site, [order(n) for n in range(3500)])
+    deliver()
+    calls = fake_x.calls()
+    assert [r.status for r in calls] == [200] * 7
+    assert len({c["conversion_id"] for c in fake_x.accepted(PIXEL)}) == 3500
+    assert any(r.received_at >= reset for r in calls)  # the last waited for the reset
+
+
 @pytest.mark.parametrize("status", [401, 403, 404])
 def test_auth_and_access_errors_are_terminal_and_mark_the_connection(
     x_app, client, ctx, fake_x, deliver, status

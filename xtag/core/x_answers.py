@@ -46,7 +46,7 @@ def error_message(body: str) -> str:
     return " ".join(body.split())[:300]
 
 
-def _epoch(value: str | None) -> float | None:
+def _number(value: str | None) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
     except ValueError:
@@ -54,11 +54,19 @@ def _epoch(value: str | None) -> float | None:
 
 
 def classify(
-    status: int | None, headers: dict[str, str], body: str, error: str | None = None
+    status: int | None,
+    headers: dict[str, str],
+    body: str,
+    error: str | None = None,
+    in_flight: int = 0,
 ) -> Verdict:
+    """What X's answer means for the batch and its connection. The rate limit
+    is spent (hold_until) when what remains would not cover the `in_flight`
+    requests posted beside this one."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    reset = _epoch(lowered.get("x-rate-limit-reset"))
-    hold = reset if lowered.get("x-rate-limit-remaining") == "0" else None
+    reset = _number(lowered.get("x-rate-limit-reset"))
+    remaining = _number(lowered.get("x-rate-limit-remaining"))
+    hold = reset if remaining is not None and remaining <= in_flight else None
     if status is None:
         return Verdict("retry", error or "no answer from X")
     if status == 200:

@@ -19,14 +19,9 @@ from sqlalchemy import Select, select, union_all, update
 from xtag.extensions import db
 from xtag.models import Delivery, DeliveryItem, Pixel, utcnow
 from xtag.pipeline import binding, queues
-from xtag.pipeline.sending import held_until, ids_in, retry_later, send
+from xtag.pipeline.sending import SENDERS, held_until, ids_in, retry_later, send, senders
 
 BATCH_MAX = 500
-# Batches of one pixel that one job sends at once, on PostgreSQL (claims skip
-# each other's locked rows). X answers a batch in 100-300 ms: one at a time,
-# a worker could not send more than a few thousand conversions a second,
-# whatever its CPU. SQLite writes one transaction at a time: one sender.
-SENDERS = 4
 OVERDUE_SECONDS = 10
 FLUSH_JOB = "xtag.pipeline.jobs.deliver_pixel"
 
@@ -176,13 +171,13 @@ def deliver_pixel(pixel_key: int) -> int:
     if held:
         flush(pixel_key, at=datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
         return 0
-    if db.session.get_bind().dialect.name != "postgresql":
+    if senders() == 1:
         sent = 0
         while (delivery_id := claim(pixel_key)) is not None:
             send(delivery_id, claimed=True)  # a test delivery is only recorded
             sent += 1
         return sent
-    app, slots = current_app._get_current_object(), threading.BoundedSemaphore(SENDERS)
+    app, slots = current_app._get_current_object(), threading.BoundedSemaphore(senders())
     sending: list[Future] = []
     try:
         while (delivery_id := claim(pixel_key)) is not None:

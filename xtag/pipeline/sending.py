@@ -25,9 +25,14 @@ from xtag.x_api import auth, client, oauth, timeout
 log = logging.getLogger(__name__)
 
 OUTSTANDING = ("sending",)
+# Batches of one pixel that one job sends at once, on PostgreSQL (claims skip
+# each other's locked rows). X answers a batch in 100-300 ms: one at a time,
+# a worker could not send more than a few thousand conversions a second,
+# whatever its CPU. SQLite writes one transaction at a time: one sender.
+SENDERS = 4
 RETRY_JOB = "xtag.pipeline.jobs.retry_delivery"
 
-_local = threading.local()  # a requests session per sender thread (batching.SENDERS)
+_local = threading.local()  # a requests session per sender thread (SENDERS)
 
 
 class Item(NamedTuple):
@@ -88,6 +93,11 @@ def _statuses(delivery_id: int) -> set[str]:
             select(DeliveryItem.status).where(DeliveryItem.delivery_id == delivery_id).distinct()
         )
     )
+
+
+def senders() -> int:
+    """How many batches of a pixel are sent at once here (SENDERS)."""
+    return SENDERS if db.session.get_bind().dialect.name == "postgresql" else 1
 
 
 def http() -> requests.Session:
@@ -164,7 +174,9 @@ class _Attempt:
             auth.for_connection(self.connection.auth_type, self.credentials),
             timeout=timeout(current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
         )
-        verdict = classify(answer.status, answer.headers, answer.body, answer.error)
+        verdict = classify(
+            answer.status, answer.headers, answer.body, answer.error, in_flight=senders() - 1
+        )
         counters.X_REQUESTS.labels(counters.status_class(answer.status)).inc()
         counters.X_REQUEST_SECONDS.observe(answer.duration_ms / 1000)
         self.log(items, body, answer, verdict)
