@@ -208,7 +208,8 @@ class Consumer:
             try:
                 with self.app.app_context():
                     ready = ready or intake.prepare(entries)
-                    if len(entries) >= self.read_count and not self.stop.is_set():
+                    backlog = len(entries) >= self.read_count and not self._retry_own
+                    if backlog and not self.stop.is_set():
                         self._ahead = self._reader.submit(self._read_ahead)  # prepared after
                     flushes = intake.write(ready)
             except POISON:
