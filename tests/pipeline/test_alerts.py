@@ -20,7 +20,7 @@ from tests.support.sending import basic, order, send, track
 from tests.support.shop import PIXEL, deliveries, items, setup_shop
 from xtag.config import ConfigError, from_env
 from xtag.extensions import db
-from xtag.models import Alert, Connection, DeliveryItem, Setting, Site, utcnow
+from xtag.models import Alert, Connection, Delivery, DeliveryItem, Setting, Site, utcnow
 from xtag.pipeline import alerts, consuming, inbox, queues
 from xtag.services import changes, settings
 from xtag.services.resources import CONNECTIONS
@@ -253,7 +253,9 @@ def test_failures_older_than_an_hour_do_not_count(x_app, client, ctx, fake_x, de
     send(client, site, [order(n) for n in range(30)])
     deliver()
     assert {i.status for i in items()} == {"failed"}
-    db.session.execute(update(DeliveryItem).values(created_at=utcnow() - timedelta(minutes=61)))
+    alerts.check()
+    assert "pixel_failing" in [kind for kind, _ in open_alerts()]  # 30 of 30 just now
+    db.session.execute(update(Delivery).values(created_at=utcnow() - timedelta(minutes=61)))
     db.session.commit()
     alerts.check()
     assert "pixel_failing" not in [kind for kind, _ in open_alerts()]

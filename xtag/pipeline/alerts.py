@@ -19,6 +19,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from http.client import HTTPException
@@ -34,7 +35,7 @@ from xtag.core import crypto
 from xtag.core.errors import Invalid
 from xtag.core.times import iso
 from xtag.extensions import db
-from xtag.models import Alert, Connection, DeliveryItem, Pixel, Setting, Site, utcnow
+from xtag.models import Alert, Connection, Delivery, DeliveryItem, Pixel, Setting, Site, utcnow
 from xtag.pipeline import inbox, quality, queues
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ LOCK_SECONDS = 120
 FAILURE_WINDOW = timedelta(hours=1)
 FAILURE_SHARE = 0.05  # over this share of a pixel's conversions failed ...
 FAILURE_MIN = 20  # ... out of at least this many in the window
-SETTLED = ("delivered", "failed", "rejected")
+SETTLED = ("delivered", "failed", "rejected")  # a conversion's final statuses
+SETTLED_BATCHES = ("delivered", "failed")  # a batch's, where all its conversions share it
 QUALITY_DROP = 20.0  # score points lost from yesterday to today
 QUALITY_MIN = 100  # conversions each day before the scores are compared
 QUALITY_EVERY_SECONDS = 600  # a day-over-day score moves slowly: checked this often
@@ -235,24 +237,37 @@ def failing_connections() -> Conditions:
 
 
 def failing_pixels(now: datetime) -> Conditions:
-    found = {}
-    for pixel in db.session.scalars(select(Pixel)):
-        counts = dict(
-            db.session.execute(
-                select(DeliveryItem.status, func.count())
-                .where(
-                    DeliveryItem.pixel_key == pixel.id,
-                    DeliveryItem.created_at >= now - FAILURE_WINDOW,
-                    DeliveryItem.status.in_(SETTLED),
-                    DeliveryItem.test.is_(False),
-                )
-                .group_by(DeliveryItem.status)
-            ).all()
+    """Pixels with over FAILURE_SHARE of their conversions failed in the last
+    hour, read from the hour's batches (one row per up to 500 conversions):
+    a delivered or failed batch's conversions all share its fate; only the
+    other batches (partial, or still being sent) are read conversion by one."""
+    since = now - FAILURE_WINDOW
+    whole = (
+        select(Delivery.pixel_key, Delivery.status, func.sum(Delivery.conversions))
+        .where(Delivery.created_at >= since, Delivery.status.in_(SETTLED_BATCHES))
+        .group_by(Delivery.pixel_key, Delivery.status)
+    )
+    mixed = (
+        select(Delivery.pixel_key, DeliveryItem.status, func.count())
+        .join(DeliveryItem, DeliveryItem.delivery_id == Delivery.id)
+        .where(
+            Delivery.created_at >= since,
+            Delivery.status.not_in((*SETTLED_BATCHES, "test")),
+            DeliveryItem.status.in_(SETTLED),
         )
-        total = sum(counts.values())
-        failed = total - counts.get("delivered", 0)
+        .group_by(Delivery.pixel_key, DeliveryItem.status)
+    )
+    counts: dict[int, Counter] = defaultdict(Counter)
+    for query in (whole, mixed):
+        for pixel_key, status, n in db.session.execute(query):
+            counts[pixel_key][status] += n
+    found = {}
+    for pixel_key, by_status in sorted(counts.items()):
+        total = sum(by_status.values())
+        failed = total - by_status["delivered"]
         if total >= FAILURE_MIN and failed / total > FAILURE_SHARE:
-            found[f"pixel:{pixel.id}"] = (
+            pixel = db.session.get(Pixel, pixel_key)
+            found[f"pixel:{pixel_key}"] = (
                 f'Pixel {pixel.pixel_id} ("{pixel.name}"): {failed} of {total} conversions '
                 f"({failed / total:.0%}) failed in the last hour (see the delivery log)."
             )
@@ -282,7 +297,7 @@ def quality_drops() -> Conditions:
         return None  # another check looked less than QUALITY_EVERY_SECONDS ago
     found = {}
     for pixel in db.session.scalars(select(Pixel)):
-        yesterday, today = quality.daily(pixel, 2)
+        yesterday, today = quality.daily(pixel, 2, by_event=False)
         if min(yesterday.conversions, today.conversions) < QUALITY_MIN:
             continue
         if yesterday.score is None or today.score is None:

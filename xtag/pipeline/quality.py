@@ -72,22 +72,24 @@ def _start(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
-def _delivered(pixel_key: int, day: date) -> Day:
+def _delivered(pixel_key: int, day: date, by_event: bool) -> Day:
     counts = Day(day)
+    keys = [DeliveryItem.match, ReceivedEvent.event_name] if by_event else [DeliveryItem.match]
+    query = select(*keys, func.count())
+    if by_event:  # a join per conversion: only when the names are wanted
+        query = query.outerjoin(ReceivedEvent, DeliveryItem.event_id == ReceivedEvent.id)
     rows = db.session.execute(
-        select(DeliveryItem.match, ReceivedEvent.event_name, func.count())
-        .outerjoin(ReceivedEvent, DeliveryItem.event_id == ReceivedEvent.id)
-        .where(
+        query.where(
             DeliveryItem.pixel_key == pixel_key,
             DeliveryItem.created_at >= _start(day),
             DeliveryItem.created_at < _start(day + timedelta(days=1)),
             DeliveryItem.status == "delivered",
             DeliveryItem.test.is_(False),
             DeliveryItem.match.is_not(None),
-        )
-        .group_by(DeliveryItem.match, ReceivedEvent.event_name)
+        ).group_by(*keys)
     )
-    for match, name, n in rows:
+    for match, *named, n in rows:
+        name = named[0] if named else None
         counts.conversions += n
         if match == 0:
             counts.weak_only += n
@@ -117,15 +119,16 @@ def _dropped(pixel: Pixel, since: datetime, until: datetime) -> Counter:
     return Counter(at.date() for at, pixels in rows if pixel.pixel_id in (pixels or ()))
 
 
-def daily(pixel: Pixel, days: int, today: date | None = None) -> list[Day]:
-    """The last `days` UTC days of a pixel, oldest first, today included."""
+def daily(pixel: Pixel, days: int, today: date | None = None, by_event: bool = True) -> list[Day]:
+    """The last `days` UTC days of a pixel, oldest first, today included;
+    without `by_event`, the counts only (no per event name advice)."""
     today = today or utcnow().date()
     first = today - timedelta(days=days - 1)
     dropped = _dropped(pixel, _start(first), _start(today + timedelta(days=1)))
     result = []
     for offset in range(days):
         day = first + timedelta(days=offset)
-        counts = _delivered(pixel.id, day)
+        counts = _delivered(pixel.id, day, by_event)
         counts.dropped_no_identifier = dropped.get(day, 0)
         result.append(counts)
     return result
