@@ -232,6 +232,18 @@ def test_spent_rate_limit_holds_the_connection_until_reset(x_app, client, ctx, f
     assert second.received_at >= reset
 
 
+def test_one_batch_at_a_time_may_spend_the_whole_budget(x_app, client, ctx, fake_x, deliver):
+    site = setup_shop(fake_x)
+    fake_x.rate_limit_remaining = 3
+    fake_x.rate_limit_reset = reset = int(time.time()) + 5
+    for n in range(3):
+        send(client, site, [order(n)])
+        deliver()
+    calls = fake_x.calls()
+    assert [r.status for r in calls] == [200] * 3
+    assert all(r.received_at < reset for r in calls)  # none waited while some budget was left
+
+
 def test_batches_sent_at_once_stay_within_the_rate_limit(x_app, client, ctx, fake_x, deliver):
     """With several batches in flight, the connection is held while what X
     says remains would not cover them all: no 429 for the ones beside."""

@@ -8,6 +8,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -100,6 +101,25 @@ def senders() -> int:
     return SENDERS if db.session.get_bind().dialect.name == "postgresql" else 1
 
 
+# connection -> this process's requests to X in flight. X's answer says what
+# remained when it counted its request; the others still in flight may
+# spend that after it.
+_posting: Counter[int] = Counter()
+_posting_lock = threading.Lock()
+
+
+def _posting_starts(connection_id: int) -> None:
+    with _posting_lock:
+        _posting[connection_id] += 1
+
+
+def _posting_ends(connection_id: int) -> int:
+    """How many other requests of the connection are still in flight."""
+    with _posting_lock:
+        _posting[connection_id] -= 1
+        return _posting[connection_id]
+
+
 def http() -> requests.Session:
     session = getattr(_local, "session", None)
     if session is None:
@@ -167,16 +187,18 @@ class _Attempt:
 
     def post(self, items: list[Item]) -> Verdict:
         body = body_from(items)
-        answer = client.post(
-            http(),
-            self.url,
-            body,
-            auth.for_connection(self.connection.auth_type, self.credentials),
-            timeout=timeout(current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
-        )
-        verdict = classify(
-            answer.status, answer.headers, answer.body, answer.error, in_flight=senders() - 1
-        )
+        _posting_starts(self.connection.id)
+        try:
+            answer = client.post(
+                http(),
+                self.url,
+                body,
+                auth.for_connection(self.connection.auth_type, self.credentials),
+                timeout=timeout(current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
+            )
+        finally:
+            beside = _posting_ends(self.connection.id)
+        verdict = classify(answer.status, answer.headers, answer.body, answer.error, beside)
         counters.X_REQUESTS.labels(counters.status_class(answer.status)).inc()
         counters.X_REQUEST_SECONDS.observe(answer.duration_ms / 1000)
         self.log(items, body, answer, verdict)
