@@ -16,7 +16,7 @@ from xtag.core.errors import Conflict
 from xtag.core.identity import hash_email, hash_phone
 from xtag.extensions import db
 from xtag.models import Connection, Mapping, Pixel, ReceivedEvent
-from xtag.pipeline import credentials
+from xtag.pipeline import batching, credentials
 from xtag.services import deliveries as retrying
 from xtag.x_api import client as client_api
 
@@ -105,6 +105,24 @@ def test_a_backlog_is_sent_several_batches_at_once(x_app, client, ctx, fake_x, d
     else:
         assert spread >= 1.8  # each posted after the one before was answered
     assert {d.status for d in deliveries()} == {"delivered"}
+
+
+def test_a_flush_job_hands_over_to_the_next_after_its_time(
+    x_app, client, ctx, fake_x, deliver, monkeypatch
+):
+    """Under a steady flood a job would never run out of batches: after
+    JOB_SECONDS it stops claiming and queues the next flush job."""
+    site = setup_shop(fake_x)
+    monkeypatch.setattr(batching, "JOB_SECONDS", 0)  # each job: one batch, then hand over
+    real, sent_per_job = batching.deliver_pixel, []
+    monkeypatch.setattr(
+        batching, "deliver_pixel", lambda key: sent_per_job.append(real(key)) or sent_per_job[-1]
+    )
+    send(client, site, [order(n) for n in range(1200)])
+    deliver()
+    assert sorted(len(r.conversions) for r in fake_x.calls()) == [200, 500, 500]
+    assert len({c["conversion_id"] for c in fake_x.accepted(PIXEL)}) == 1200
+    assert max(sent_per_job) == 1 and sum(sent_per_job) == 3
 
 
 def test_one_request_never_mixes_pixels(x_app, client, ctx, fake_x, deliver):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -22,6 +24,7 @@ from xtag.pipeline import binding, queues
 from xtag.pipeline.sending import SENDERS, held_until, ids_in, retry_later, send, senders
 
 BATCH_MAX = 500
+JOB_SECONDS = 60  # a flush job claims batches this long at most
 OVERDUE_SECONDS = 10
 FLUSH_JOB = "xtag.pipeline.jobs.deliver_pixel"
 
@@ -173,14 +176,14 @@ def deliver_pixel(pixel_key: int) -> int:
         return 0
     if senders() == 1:
         sent = 0
-        while (delivery_id := claim(pixel_key)) is not None:
+        for delivery_id in _claims(pixel_key):
             send(delivery_id, claimed=True)  # a test delivery is only recorded
             sent += 1
         return sent
     app, slots = current_app._get_current_object(), threading.BoundedSemaphore(senders())
     sending: list[Future] = []
     try:
-        while (delivery_id := claim(pixel_key)) is not None:
+        for delivery_id in _claims(pixel_key):
             slots.acquire()
             sending.append(_pool().submit(_send_apart, app, delivery_id, slots))
     finally:
@@ -188,6 +191,19 @@ def deliver_pixel(pixel_key: int) -> int:
     for done in sending:
         done.result()  # a batch's error fails the job, as it would have unthreaded
     return len(sending)
+
+
+def _claims(pixel_key: int) -> Iterator[int]:
+    """Batches claimed one after another until only a young tail waits, or
+    for JOB_SECONDS: then the next flush job takes over (under a steady
+    flood a job would never run out of batches, and RQ kills a job at
+    queues.JOB_TIMEOUT)."""
+    until = time.monotonic() + JOB_SECONDS
+    while (delivery_id := claim(pixel_key)) is not None:
+        yield delivery_id
+        if time.monotonic() >= until:
+            flush(pixel_key)
+            return
 
 
 def _send_apart(app, delivery_id: int, slots: threading.BoundedSemaphore) -> None:
