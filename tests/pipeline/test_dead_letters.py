@@ -4,6 +4,9 @@ fix, and at the cap the worker stops reading rather than trim any."""
 
 from __future__ import annotations
 
+import pytest
+from sqlalchemy.exc import OperationalError
+
 from tests.support import factories
 from tests.support.sending import basic, queued, track
 from tests.support.shop import events
@@ -48,15 +51,20 @@ def test_at_the_cap_the_worker_stops_reading_rather_than_lose_one(app, client, c
     assert ready.status_code == 503 and not ready.json["checks"]["dead_letters"]["ok"]
 
 
+def queue_with_one_broken(client, count: int, after: int) -> None:
+    """`count` good requests (m-0, m-1, ...), and a broken entry after m-`after`."""
+    site = factories.site()
+    for n in range(count):
+        message = {**track(messageId=f"m-{n}"), "type": "track"}
+        assert client.post("/v1/batch", json={"batch": [message]}, headers=basic(site.write_key))
+        if n == after:
+            inbox.add(queues.redis_client(), broken(site.id))
+
+
 def test_one_bad_entry_among_many_costs_a_few_retries_not_one_per_entry(
     app, client, ctx, monkeypatch
 ):
-    site = factories.site()
-    for n in range(64):
-        message = {**track(messageId=f"m-{n}"), "type": "track"}
-        assert client.post("/v1/batch", json={"batch": [message]}, headers=basic(site.write_key))
-        if n == 40:
-            inbox.add(queues.redis_client(), broken(site.id))
+    queue_with_one_broken(client, 64, after=40)
     calls = []
     real = consuming.intake.prepare  # the first step of every attempt
 
@@ -68,3 +76,26 @@ def test_one_bad_entry_among_many_costs_a_few_retries_not_one_per_entry(
     consuming.Consumer(app, name="w").drain()
     assert len(events()) == 64 and queues.redis_client().xlen(inbox.DEAD) == 1
     assert len(calls) <= 1 + 2 * 7  # halving 65 entries down to the bad one, not 65 retries
+
+
+def test_a_database_failure_while_halving_records_nothing_twice(app, client, ctx, monkeypatch):
+    """A bad entry sends a read into halves; the first half is recorded, the
+    second meets a database failure. Read again, the first half is not
+    recorded a second time."""
+    queue_with_one_broken(client, 8, after=1)
+    real, halves = consuming.intake.record, []
+
+    def second_half_fails_once(entries):
+        halves.append(len(entries))
+        if len(entries) == 5 and halves.count(5) == 1:  # 9 entries: halves of 4 and 5
+            raise OperationalError("INSERT", {}, Exception("the database went away"))
+        return real(entries)
+
+    monkeypatch.setattr(consuming.intake, "record", second_half_fails_once)
+    consumer = consuming.Consumer(app, name="w")
+    with pytest.raises(OperationalError):
+        consumer.run_once()
+    consumer.drain()
+    recorded = [e.message_id for e in events()]
+    assert sorted(recorded) == [f"m-{n}" for n in range(8)]  # each once
+    assert queues.redis_client().xlen(inbox.DEAD) == 1 and queued() == 0

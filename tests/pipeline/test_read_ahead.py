@@ -91,3 +91,15 @@ def test_reads_prepared_ahead_keep_the_order_of_what_visitors_told(app, client, 
     assert later["msg-6"].identifiers["hashed_email"] == hash_email(pii.RAW_EMAIL)
     assert later["msg-6"].sources["hashed_email"] == "memory"
     assert (later["msg-2"].outcome, later["msg-2"].reason) == ("dropped", "duplicate")
+
+
+def test_reading_ahead_never_puts_off_taking_over_a_dead_workers_entries(backlog, make_app):
+    quick = make_app(XTAG_INBOX_CLAIM_MS="1")
+    consumer = consuming.Consumer(quick, name="w")
+    consumer.run_once()  # reads 5, and the next 5 ahead
+    died = inbox.read(queues.redis_client(), "died", READ, None)  # then it was SIGKILLed
+    consumer._next_reclaim = 0.0  # the time to look for such entries has come
+    consumer.run_once()  # records what it read ahead; reads nothing more ahead
+    assert consumer._ahead is None
+    consumer.run_once()
+    assert {e.events[0]["message"]["messageId"] for e in died} <= set(recorded())

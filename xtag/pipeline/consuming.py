@@ -152,6 +152,11 @@ class Consumer:
         with self.app.app_context():
             return intake.prepare(entries)
 
+    def _take_due(self) -> bool:
+        """The next read must be _take's: a dead worker's entries to take
+        over, or the dead-letter cap to look at (never put off by reading ahead)."""
+        return time.monotonic() >= min(self._next_reclaim, self._next_dead_check)
+
     def _ahead_ready(self) -> intake.Prepared | None:
         """What was read ahead, unless a failure came since: then it is read
         again, as pending, with what failed."""
@@ -179,7 +184,7 @@ class Consumer:
 
     def _try(self, entries: list[inbox.Entry]) -> batching.Due:
         try:
-            return self._record(entries)
+            due = self._record(entries)
         except POISON as exc:
             if len(entries) > 1:
                 return self._in_halves(entries)
@@ -190,8 +195,11 @@ class Consumer:
                 type(exc).__name__,
             )
             inbox.set_aside(self.client, entry, type(exc).__name__)
+            inbox.done(self.client, [entry])
             self._next_dead_check = 0.0
             return batching.Due()
+        inbox.done(self.client, entries)  # a failure in a later half must not record it again
+        return due
 
     def run_once(self, block_ms: int | None = None, linger: bool = False) -> int:
         """Read and record once; `linger`: after a short read, wait a moment for more."""
@@ -209,10 +217,12 @@ class Consumer:
                 with self.app.app_context():
                     ready = ready or intake.prepare(entries)
                     backlog = len(entries) >= self.read_count and not self._retry_own
-                    if backlog and not self.stop.is_set():
+                    if backlog and not self._take_due() and not self.stop.is_set():
                         self._ahead = self._reader.submit(self._read_ahead)  # prepared after
                     flushes = intake.write(ready)
             except POISON:
+                if self._ahead is not None:  # prepared before these are, again: prepare it after
+                    self._retry_own = True
                 flushes = self._in_halves(entries)
         except (SQLAlchemyError, redis.RedisError, OSError):
             self._retry_own = True
