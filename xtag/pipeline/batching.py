@@ -6,6 +6,7 @@ waits up to the batch window; the sweep recovers what a dead worker left."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -27,6 +28,8 @@ BATCH_MAX = 500
 JOB_SECONDS = 60  # a flush job claims batches this long at most
 OVERDUE_SECONDS = 10
 FLUSH_JOB = "xtag.pipeline.jobs.deliver_pixel"
+
+log = logging.getLogger(__name__)
 
 
 def window() -> timedelta:
@@ -170,40 +173,58 @@ def deliver_pixel(pixel_key: int) -> int:
     pixel = db.session.get(Pixel, pixel_key)
     if pixel is None:
         return 0
-    held = held_until(pixel.connection_id)
-    if held:
-        flush(pixel_key, at=datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
-        return 0
-    if senders() == 1:
-        sent = 0
-        for delivery_id in _claims(pixel_key):
-            send(delivery_id, claimed=True)  # a test delivery is only recorded
-            sent += 1
-        return sent
-    app, slots = current_app._get_current_object(), threading.BoundedSemaphore(senders())
-    sending: list[Future] = []
-    try:
-        for delivery_id in _claims(pixel_key):
-            slots.acquire()
-            sending.append(_pool().submit(_send_apart, app, delivery_id, slots))
-    finally:
-        wait(sending)  # the job ends when its batches are sent (a worker stops after it)
-    for done in sending:
-        done.result()  # a batch's error fails the job, as it would have unthreaded
-    return len(sending)
+    claims = _claims(pixel_key, pixel.connection_id)
+    if senders() > 1:
+        return _send_at_once(pixel_key, claims)
+    sent = 0
+    for delivery_id in claims:
+        send(delivery_id, claimed=True)  # a test delivery is only recorded
+        sent += 1
+    return sent
 
 
-def _claims(pixel_key: int) -> Iterator[int]:
-    """Batches claimed one after another until only a young tail waits, or
-    for JOB_SECONDS: then the next flush job takes over (under a steady
-    flood a job would never run out of batches, and RQ kills a job at
-    queues.JOB_TIMEOUT)."""
+def _claims(pixel_key: int, connection_id: int | None) -> Iterator[int]:
+    """Batches claimed one after another until only a young tail waits. The
+    job stops sooner, leaving the rest to the pixel's next flush job, while
+    X's rate limit for the connection is spent (that job runs from the
+    reset), and after JOB_SECONDS (under a steady flood a job would never
+    run out of batches, and RQ kills a job at queues.JOB_TIMEOUT)."""
     until = time.monotonic() + JOB_SECONDS
-    while (delivery_id := claim(pixel_key)) is not None:
+    while not _held(pixel_key, connection_id) and (delivery_id := claim(pixel_key)) is not None:
         yield delivery_id
         if time.monotonic() >= until:
             flush(pixel_key)
             return
+
+
+def _held(pixel_key: int, connection_id: int | None) -> bool:
+    held = held_until(connection_id)
+    if held:
+        flush(pixel_key, at=datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
+    return bool(held)
+
+
+def _send_at_once(pixel_key: int, claims: Iterator[int]) -> int:
+    """Each batch sent in a sender thread, SENDERS at a time. A sender is
+    free before its batch is claimed, so no claimed batch waits for one;
+    once a batch failed, no more are claimed (the next flush job, or the
+    sweep, goes on with them), and the job fails with the first error."""
+    app, slots = current_app._get_current_object(), threading.BoundedSemaphore(senders())
+    sending: list[Future] = []
+    try:
+        while slots.acquire() and not any(f.done() and f.exception() for f in sending):
+            delivery_id = next(claims, None)
+            if delivery_id is None:
+                break
+            sending.append(_pool().submit(_send_apart, app, delivery_id, slots))
+    finally:
+        wait(sending)  # the job ends when its batches are sent (a worker stops after it)
+    errors = [f.exception() for f in sending if f.exception() is not None]
+    for error in errors[1:]:
+        log.error("pixel %s: another batch failed too: %r", pixel_key, error)
+    if errors:
+        raise errors[0]
+    return len(sending)
 
 
 def _send_apart(app, delivery_id: int, slots: threading.BoundedSemaphore) -> None:
