@@ -265,8 +265,9 @@ def failing_pixels(now: datetime) -> Conditions:
     for pixel_key, by_status in sorted(counts.items()):
         total = sum(by_status.values())
         failed = total - by_status["delivered"]
-        if total >= FAILURE_MIN and failed / total > FAILURE_SHARE:
-            pixel = db.session.get(Pixel, pixel_key)
+        if total < FAILURE_MIN or failed / total <= FAILURE_SHARE:
+            continue
+        if pixel := db.session.get(Pixel, pixel_key):  # None: deleted since
             found[f"pixel:{pixel_key}"] = (
                 f'Pixel {pixel.pixel_id} ("{pixel.name}"): {failed} of {total} conversions '
                 f"({failed / total:.0%}) failed in the last hour (see the delivery log)."
