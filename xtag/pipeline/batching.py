@@ -6,6 +6,7 @@ waits up to the batch window; the sweep recovers what a dead worker left."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -17,8 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from flask import current_app
+from rq import get_current_job
 from sqlalchemy import Select, select, union_all, update
 
+from xtag import logs
 from xtag.extensions import db
 from xtag.models import Delivery, DeliveryItem, Pixel, utcnow
 from xtag.pipeline import binding, queues
@@ -210,13 +213,17 @@ def _send_at_once(pixel_key: int, claims: Iterator[int]) -> int:
     once a batch failed, no more are claimed (the next flush job, or the
     sweep, goes on with them), and the job fails with the first error."""
     app, slots = current_app._get_current_object(), threading.BoundedSemaphore(senders())
+    fields = contextvars.copy_context()  # the job's log fields go with each batch's lines
+    if job := get_current_job():
+        fields.run(logs.bind, job=job.id)  # RQ knows its current job in this thread only
     sending: list[Future] = []
     try:
         while slots.acquire() and not any(f.done() and f.exception() for f in sending):
             delivery_id = next(claims, None)
             if delivery_id is None:
                 break
-            sending.append(_pool().submit(_send_apart, app, delivery_id, slots))
+            run = fields.copy().run  # a context is entered by one thread at a time
+            sending.append(_pool().submit(run, _send_apart, app, delivery_id, slots))
     finally:
         wait(sending)  # the job ends when its batches are sent (a worker stops after it)
     errors = [f.exception() for f in sending if f.exception() is not None]

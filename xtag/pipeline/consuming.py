@@ -5,6 +5,7 @@ alerts). xtag.pipeline.worker runs it in threads beside RQ's worker."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -218,7 +219,8 @@ class Consumer:
                     ready = ready or intake.prepare(entries)
                     backlog = len(entries) >= self.read_count and not self._retry_own
                     if backlog and not self._take_due() and not self.stop.is_set():
-                        self._ahead = self._reader.submit(self._read_ahead)  # prepared after
+                        context = contextvars.copy_context()  # log fields go along
+                        self._ahead = self._reader.submit(context.run, self._read_ahead)
                     flushes = intake.write(ready)
             except POISON:
                 if self._ahead is not None:  # prepared before these are, again: prepare it after
