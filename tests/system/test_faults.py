@@ -236,9 +236,11 @@ def x_worker(environ, fake_x, log: Path) -> subprocess.Popen:
 
 
 def settled() -> list[Delivery]:
-    """Every delivery, once none is still being sent or waiting for a retry."""
+    """Every delivery, once none is still being sent or waiting for a retry,
+    and no conversion still waits to be claimed into one."""
     rows = deliveries()
     busy = [d for d in rows if d.status in ("pending", "sending", "retrying")]
+    busy += [i for i in items() if i.delivery_id is None]
     db.session.commit()  # ends the read: no snapshot or lock kept while waiting
     return [] if busy else rows
 
