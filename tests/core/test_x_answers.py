@@ -2,7 +2,7 @@
 
 import pytest
 
-from xtag.core.x_answers import classify, error_message
+from xtag.core.x_answers import RateLimit, classify, error_message, rate_limit
 
 OK_BODY = (
     '{"request":{"params":{"account_id":"18ce552mlaq"}},'
@@ -40,27 +40,19 @@ def test_timeouts_and_connection_errors_are_retried():
     assert (verdict.kind, verdict.message) == ("retry", "timed out waiting for X")
 
 
-def test_429_waits_until_reset_and_holds_the_connection():
-    verdict = classify(
-        429, {"x-rate-limit-reset": "1900000000", "x-rate-limit-remaining": "0"}, '{"errors":[]}'
-    )
-    assert (verdict.kind, verdict.retry_at, verdict.hold_until) == (
-        "retry",
-        1900000000.0,
-        1900000000.0,
-    )
+def test_429_waits_until_reset_and_says_the_budget_is_spent():
+    headers = {"x-rate-limit-reset": "1900000000", "x-rate-limit-remaining": "3"}
+    verdict = classify(429, headers, '{"errors":[]}')
+    assert (verdict.kind, verdict.retry_at) == ("retry", 1900000000.0)
+    assert rate_limit(429, headers) == (0, 1900000000.0)  # whatever "remaining" says
 
 
-def test_spent_rate_limit_on_success_holds_the_connection():
-    headers = {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "1900000000"}
-    assert classify(200, headers, OK_BODY).hold_until == 1900000000.0
-    assert classify(200, {**headers, "X-Rate-Limit-Remaining": "5"}, OK_BODY).hold_until is None
-
-
-def test_what_remains_must_cover_the_requests_in_flight_beside():
-    headers = {"X-Rate-Limit-Remaining": "3", "X-Rate-Limit-Reset": "1900000000"}
-    assert classify(200, headers, OK_BODY, in_flight=3).hold_until == 1900000000.0
-    assert classify(200, headers, OK_BODY, in_flight=2).hold_until is None
+def test_the_budget_is_read_from_any_answer_that_states_it():
+    headers = {"X-Rate-Limit-Remaining": "5", "X-Rate-Limit-Reset": "1900000000"}
+    assert rate_limit(200, headers) == RateLimit(5, 1900000000.0)
+    assert rate_limit(503, headers) == RateLimit(5, 1900000000.0)
+    assert rate_limit(200, {"X-Rate-Limit-Remaining": "5"}) is None
+    assert rate_limit(None, {}) is None  # no answer
 
 
 def test_401_asks_for_a_refresh_403_404_are_terminal():

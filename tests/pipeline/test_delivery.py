@@ -16,7 +16,7 @@ from xtag.core.errors import Conflict
 from xtag.core.identity import hash_email, hash_phone
 from xtag.extensions import db
 from xtag.models import Connection, Mapping, Pixel, ReceivedEvent
-from xtag.pipeline import batching, credentials
+from xtag.pipeline import batching, consuming, credentials
 from xtag.services import deliveries as retrying
 from xtag.x_api import client as client_api
 
@@ -266,10 +266,13 @@ def test_batches_sent_at_once_stay_within_the_rate_limit(x_app, client, ctx, fak
     """With several batches in flight, the connection is held while what X
     says remains would not cover them all: no 429 for the ones beside."""
     site = setup_shop(fake_x)
-    fake_x.rate_limit_remaining = 6
-    fake_x.rate_limit_reset = reset = int(time.time()) + 3
-    fake_x.hang_next(0.5, n=7)  # X takes its time: on PostgreSQL batches overlap
     send(client, site, [order(n) for n in range(3500)])
+    consuming.Consumer(x_app, name="w").drain()  # recorded: the budget's clock starts now
+    fake_x.rate_limit_remaining = 6
+    # X counts a request when it answers it: all 7 must be counted before the
+    # reset (else the budget is whole again and none had to wait)
+    fake_x.rate_limit_reset = reset = int(time.time()) + 4
+    fake_x.hang_next(0.5, n=7)  # X takes its time: on PostgreSQL batches overlap
     deliver()
     calls = fake_x.calls()
     assert [r.status for r in calls] == [200] * 7

@@ -14,7 +14,8 @@ from tests.support.sending import order, send
 from tests.support.shop import deliveries, items, setup_shop
 from xtag.extensions import db
 from xtag.models import Connection, Pixel
-from xtag.pipeline import batching, consuming, queues, sending
+from xtag.pipeline import batching, consuming, pacing, queues, sending
+from xtag.x_api import client as client_api
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_a_rate_limit_spent_during_the_job_stops_its_claims(waiting, monkeypatch
 
     def claim_then_spent(pixel_key: int) -> int | None:
         delivery_id = real(pixel_key)
-        sending._hold(connection_id, time.time() + 30)  # as X's answer to it would say
+        spend(connection_id, time.time() + 30)  # as an answer to another batch would say
         return delivery_id
 
     monkeypatch.setattr(batching, "claim", claim_then_spent)
@@ -59,3 +60,53 @@ def test_a_rate_limit_spent_during_the_job_stops_its_claims(waiting, monkeypatch
     registry = queues.queue().scheduled_job_registry
     at = [registry.get_scheduled_time(job_id) for job_id in registry.get_job_ids()]
     assert any(t.timestamp() >= time.time() + 25 for t in at)  # the next flush, at the reset
+
+
+def test_a_batch_held_after_its_claim_waits_for_the_reset_and_spends_no_retry(
+    x_app, client, ctx, fake_x, deliver, monkeypatch
+):
+    """A batch beside this one spent X's budget after this one was claimed:
+    it is not posted into a 429 but sent at the reset, with no attempt logged
+    for the wait and its retries untouched."""
+    site = setup_shop(fake_x)
+    connection_id = db.session.scalar(select(Connection.id))
+    real, reset = sending._outstanding, time.time() + 2
+
+    def read_then_spent(delivery_id: int) -> list[sending.Item]:
+        outstanding = real(delivery_id)
+        if time.time() < reset:
+            spend(connection_id, reset)  # as the answer to a batch beside it would
+        return outstanding
+
+    monkeypatch.setattr(sending, "_outstanding", read_then_spent)
+    send(client, site, [order(n) for n in range(3)])
+    deliver()
+    [request] = fake_x.calls()
+    assert request.status == 200 and request.received_at >= reset
+    [sent] = deliveries()
+    assert (sent.status, sent.attempts, sent.retries) == ("delivered", 1, 0)
+
+
+def test_what_may_start_is_what_x_says_remains_less_the_requests_in_flight(x_app, ctx):
+    """Three requests in flight; X answers the first: 4 remain. Two others
+    are still in flight and may not have been counted: two more may start,
+    the third waits for the reset, in this process or any other."""
+    connection_id, reset = 10**9, int(time.time()) + 30  # no connection of another test
+    assert [pacing.posting(connection_id, t) for t in "abc"] == [None, None, None]
+    pacing.answered(connection_id, "a", answer(200, remaining=4, reset=reset))
+    assert pacing.held_until(connection_id) is None
+    assert [pacing.posting(connection_id, t) for t in "def"] == [None, None, reset]
+    assert pacing.held_until(connection_id) == reset
+    # an answer read late says more remained: it does not give back what was taken
+    pacing.answered(connection_id, "b", answer(200, remaining=5, reset=reset))
+    assert pacing.posting(connection_id, "g") == reset
+
+
+def answer(status: int, remaining: int, reset: float) -> client_api.Answer:
+    headers = {"x-rate-limit-remaining": str(remaining), "x-rate-limit-reset": str(reset)}
+    return client_api.Answer(status, headers, "{}", 5)
+
+
+def spend(connection_id: int, reset: float) -> None:
+    """X's budget for the connection is spent until reset, as a 429 says."""
+    pacing.answered(connection_id, "429", answer(429, remaining=0, reset=reset))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import NamedTuple
 
 RETRYABLE = {408, 423, 500, 502, 503, 504}
 BODY_KEPT = 4096
@@ -15,12 +16,16 @@ BODY_KEPT = 4096
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: str  # delivered | retry | invalid | unauthorized | terminal
+    kind: str  # delivered | retry | invalid | unauthorized | terminal (| held: not sent)
     message: str = ""
     debug_id: str | None = None
     processed: int | None = None
     retry_at: float | None = None  # epoch seconds X asked us to wait until
-    hold_until: float | None = None  # the connection's rate limit is spent until then
+
+
+class RateLimit(NamedTuple):
+    remaining: int  # requests X still takes from the connection...
+    reset: float  # ...until this epoch second, when the budget is whole again
 
 
 def _json(body: str) -> dict:
@@ -53,20 +58,25 @@ def _number(value: str | None) -> float | None:
         return None
 
 
+def _header(headers: dict[str, str], name: str) -> float | None:
+    return _number(next((v for k, v in headers.items() if k.lower() == name), None))
+
+
+def rate_limit(status: int | None, headers: dict[str, str]) -> RateLimit | None:
+    """The connection's budget as X's answer states it (a 429 says it is spent,
+    whatever x-rate-limit-remaining says); None when X did not say."""
+    reset = _header(headers, "x-rate-limit-reset")
+    remaining = 0 if status == 429 else _header(headers, "x-rate-limit-remaining")
+    if remaining is None or reset is None:
+        return None
+    return RateLimit(int(remaining), reset)
+
+
 def classify(
-    status: int | None,
-    headers: dict[str, str],
-    body: str,
-    error: str | None = None,
-    in_flight: int = 0,
+    status: int | None, headers: dict[str, str], body: str, error: str | None = None
 ) -> Verdict:
-    """What X's answer means for the batch and its connection. The rate limit
-    is spent (hold_until) when what remains would not cover the `in_flight`
-    requests posted beside this one."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    reset = _number(lowered.get("x-rate-limit-reset"))
-    remaining = _number(lowered.get("x-rate-limit-remaining"))
-    hold = reset if remaining is not None and remaining <= in_flight else None
+    """What X's answer means for the batch (for the connection's budget, see
+    rate_limit)."""
     if status is None:
         return Verdict("retry", error or "no answer from X")
     if status == 200:
@@ -76,15 +86,14 @@ def classify(
             "delivered",
             debug_id=data.get("debug_id"),
             processed=processed if isinstance(processed, int) else None,
-            hold_until=hold,
         )
     message = f"HTTP {status}: {error_message(body)}".rstrip(": ")
     if status == 429:
-        return Verdict("retry", message, retry_at=reset, hold_until=reset)
+        return Verdict("retry", message, retry_at=_header(headers, "x-rate-limit-reset"))
     if status in RETRYABLE:
-        return Verdict("retry", message, hold_until=hold)
+        return Verdict("retry", message)
     if status == 400:
-        return Verdict("invalid", message, hold_until=hold)
+        return Verdict("invalid", message)
     if status == 401:
-        return Verdict("unauthorized", message, hold_until=hold)
-    return Verdict("terminal", message, hold_until=hold)
+        return Verdict("unauthorized", message)
+    return Verdict("terminal", message)

@@ -25,7 +25,8 @@ from xtag import logs
 from xtag.extensions import db
 from xtag.models import Delivery, DeliveryItem, Pixel, utcnow
 from xtag.pipeline import binding, queues
-from xtag.pipeline.sending import SENDERS, held_until, ids_in, retry_later, send, senders
+from xtag.pipeline.pacing import held_until
+from xtag.pipeline.sending import SENDERS, ids_in, retry_later, send, senders
 
 BATCH_MAX = 500
 JOB_SECONDS = 60  # a flush job claims batches this long at most

@@ -8,7 +8,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+import uuid
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from xtag.core.x_answers import Verdict, classify
 from xtag.extensions import db
 from xtag.models import Connection, Delivery, DeliveryAttempt, DeliveryItem, utcnow
-from xtag.pipeline import counters, credentials, queues
+from xtag.pipeline import counters, credentials, pacing, queues
 from xtag.x_api import auth, client, oauth, timeout
 
 log = logging.getLogger(__name__)
@@ -101,25 +101,6 @@ def senders() -> int:
     return SENDERS if db.session.get_bind().dialect.name == "postgresql" else 1
 
 
-# connection -> this process's requests to X in flight. X's answer says what
-# remained when it counted its request; the others still in flight may
-# spend that after it.
-_posting: Counter[int] = Counter()
-_posting_lock = threading.Lock()
-
-
-def _posting_starts(connection_id: int) -> None:
-    with _posting_lock:
-        _posting[connection_id] += 1
-
-
-def _posting_ends(connection_id: int) -> int:
-    """How many other requests of the connection are still in flight."""
-    with _posting_lock:
-        _posting[connection_id] -= 1
-        return _posting[connection_id]
-
-
 def http() -> requests.Session:
     session = getattr(_local, "session", None)
     if session is None:
@@ -127,24 +108,7 @@ def http() -> requests.Session:
     return session
 
 
-# --- pacing and retrying ------------------------------------------------------
-
-
-def _hold_key(connection_id: int) -> str:
-    return f"xtag:hold:{connection_id}"
-
-
-def held_until(connection_id: int | None) -> float | None:
-    """Epoch seconds until which X's rate limit for this connection is spent."""
-    if connection_id is None:
-        return None
-    raw = queues.redis_client().get(_hold_key(connection_id))
-    until = float(raw) if raw else None
-    return until if until and until > time.time() else None
-
-
-def _hold(connection_id: int, until: float) -> None:
-    queues.redis_client().set(_hold_key(connection_id), str(until), exat=int(until) + 1)
+# --- retrying ----------------------------------------------------------------
 
 
 def retry_later(delivery: Delivery, at: datetime) -> None:
@@ -186,8 +150,15 @@ class _Attempt:
         self.delivered = 0  # conversions X took in this run
 
     def post(self, items: list[Item]) -> Verdict:
+        """Post the items, unless the connection is held (pacing): requests
+        sent beside this one since it was claimed may have taken what was
+        left of X's budget. Then nothing is posted and the verdict is `held`."""
+        ticket = uuid.uuid4().hex
+        held = pacing.posting(self.connection.id, ticket)
+        if held:
+            return Verdict("held", "X's rate limit is spent", retry_at=held)
         body = body_from(items)
-        _posting_starts(self.connection.id)
+        answer = client.Answer(None, {}, "", 0, "not sent")  # should signing raise
         try:
             answer = client.post(
                 http(),
@@ -197,8 +168,8 @@ class _Attempt:
                 timeout=timeout(current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
             )
         finally:
-            beside = _posting_ends(self.connection.id)
-        verdict = classify(answer.status, answer.headers, answer.body, answer.error, beside)
+            pacing.answered(self.connection.id, ticket, answer)
+        verdict = classify(answer.status, answer.headers, answer.body, answer.error)
         counters.X_REQUESTS.labels(counters.status_class(answer.status)).inc()
         counters.X_REQUEST_SECONDS.observe(answer.duration_ms / 1000)
         self.log(items, body, answer, verdict)
@@ -238,8 +209,6 @@ class _Attempt:
                 duration_ms=answer.duration_ms,
             )
         )
-        if verdict.hold_until:
-            _hold(self.connection.id, verdict.hold_until)
         fields = {
             "delivery": delivery.id, "pixel": delivery.pixel_key, "attempt": delivery.attempts,
             "conversions": len(items), "status": answer.status, "error": answer.error,
@@ -271,7 +240,7 @@ class _Attempt:
         elif verdict.kind == "invalid":
             _settle([i.id for i in items], "rejected", verdict.message)
             counters.CONVERSIONS_FAILED.labels(pixel, "rejected").inc(len(items))
-        elif verdict.kind == "retry":
+        elif verdict.kind in ("retry", "held"):
             self.retry = verdict
         else:  # 401 / 403 / 404 and other refusals: nothing will change by retrying
             _settle([i.id for i in items], "failed", verdict.message)
@@ -286,7 +255,10 @@ def _finish(delivery: Delivery, retry: Verdict | None, statuses: set[str] | None
     knows them), or its retry."""
     outstanding = bool((statuses or _statuses(delivery.id)) & set(OUTSTANDING))
     delays = current_app.config["XTAG_RETRY_DELAYS"]
-    if outstanding and retry is not None and delivery.retries < len(delays):
+    if outstanding and retry is not None and retry.kind == "held" and retry.retry_at:
+        # never posted: it goes at the reset and spends no retry
+        retry_later(delivery, datetime.fromtimestamp(retry.retry_at + random.uniform(0, 1), UTC))
+    elif outstanding and retry is not None and delivery.retries < len(delays):
         delay = delays[delivery.retries] * random.uniform(0.8, 1.2)
         at = time.time() + delay
         if retry.retry_at:
@@ -371,7 +343,7 @@ def send(delivery_id: int, claimed: bool = False) -> str:
         delivery.last_error = "the pixel has no connection to X"
         _finish(delivery, None)
         return delivery.status
-    held = held_until(connection.id)
+    held = pacing.held_until(connection.id)
     if held:
         retry_later(delivery, datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
         return delivery.status
