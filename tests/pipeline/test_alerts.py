@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -93,10 +94,13 @@ def open_alerts() -> list[tuple[str, str]]:
     return [(a.kind, a.subject) for a in alerts.current()]
 
 
-def closed_port() -> int:
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port that refuses connections for the whole test: bound, so no other
+    server (of a test running beside this one) takes it, but not listening."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once it is closed
+        yield s.getsockname()[1]
 
 
 def job_logs(caplog, words: str) -> list[str]:
@@ -310,9 +314,9 @@ def silent_site() -> Site:
 
 
 def test_a_webhook_that_refuses_connections_never_holds_up_delivery(
-    x_app, client, ctx, fake_x, deliver, receiver, caplog
+    x_app, client, ctx, fake_x, deliver, receiver, caplog, refusing_port
 ):
-    use_webhook(f"http://127.0.0.1:{closed_port()}{PATH}")
+    use_webhook(f"http://127.0.0.1:{refusing_port}{PATH}")
     silent_site()
     shop = setup_shop(fake_x)
     alerts.check()
