@@ -96,6 +96,37 @@ def test_a_visitor_is_one_small_hash_its_links_included(app, site, work):
     assert client.object("encoding", anon) in (b"listpack", b"ziplist")
 
 
+def test_an_anonymous_id_sent_with_many_user_ids_takes_only_so_many_links(app, site, work):
+    """The write key is public: one anonymousId identified as 100 users
+    (one batch, as an attacker would send it) links to the first MAX_LINKS
+    only, so its events never make Redis read every one of them; each user
+    still reads what the anonymous visitor brought."""
+    post(app, site, "page", landing("a-5"))
+    work()
+    identifies = [
+        {
+            "type": "identify",
+            "anonymousId": "a-5",
+            "userId": f"u-{n}",
+            "traits": {"email": f"{n}@x.example"},
+        }
+        for n in range(100)
+    ]
+    post(app, site, "batch", {"batch": identifies})
+    work()
+    anon = visitors.visitor_key(site.id, "anon", "a-5")
+    fields = queues.redis_client(app).hkeys(anon)
+    assert sum(f.startswith(visitors.LINK.encode()) for f in fields) == visitors.MAX_LINKS
+    post(app, site, "track", order(userId="u-99"))
+    post(app, site, "track", order(anonymousId="a-5", properties={"order_id": "A-2"}))
+    work()
+    last_user, anonymous = events()[-2:]
+    assert last_user.identifiers["twclid"] == anonymous.identifiers["twclid"] == "tw-9"
+    assert anonymous.identifiers["hashed_email"] in {
+        hash_email(f"{n}@x.example") for n in range(100)
+    }
+
+
 def test_memory_written_before_the_short_names_is_still_read(app, site, work):
     """Keys of the former layout (long field names, links in a set) live on for
     30 days after an upgrade: their visitors keep what was learned of them."""

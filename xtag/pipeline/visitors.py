@@ -25,6 +25,13 @@ TRAIT_FIELDS = ("hashed_email", "hashed_phone_number")  # from identify calls on
 REMEMBERED = ("twclid", *TRAIT_FIELDS)
 FIELDS = {"twclid": "t", "hashed_email": "e", "hashed_phone_number": "p"}  # names in Redis
 LINK = "l:"  # a field 'l:<digest>' links a visitor key to another key of its site
+# Links a visitor key takes: a user's devices, an anonymous id's logins. The
+# write key is public: without a bound, one anonymousId sent with thousands
+# of userIds would merge thousands of visitors' memories, and every event of
+# it would have the script read and write them all while Redis serves nobody
+# else. Once a key is full its first links stay; an event's own ids are
+# still read together.
+MAX_LINKS = 32
 
 
 def _digest(value: str) -> str:
@@ -69,8 +76,9 @@ def _wants(event: dict) -> bool:
 # long names; then per visitor: its key count k, its k keys, 1 if its memory is
 # wanted, its count of pairs m and m field/value pairs to remember. Each key's
 # linked keys are those stored (fields 'l:<digest>', and the former sets) and
-# the keys this call gives with it; a visitor's keys are its own and those
-# linked to them. Writes come first: every key's links, then the visitors' pairs
+# the keys this call gives with it, up to MAX_LINKS; a visitor's keys are its
+# own and those linked to them. Writes come first: every key's new links (a
+# key with links is kept 30 days more), then the visitors' pairs
 # to all their keys (a later visitor's value of a field wins), one HSET a key.
 # Returns per wanted visitor its memory, as field number/value pairs, each
 # field the first found in its sorted keys.
@@ -97,21 +105,27 @@ while i <= #ARGV do
   i = i + n + 3 + 2 * m
 end
 
+local counts = {}  -- per key, its links: 'kept' in its hash, else 'new' (to write)
 for _, key in ipairs(involved) do
-  local head = string.match(key, '^(.*):[^:]*$')
+  local head, n = string.match(key, '^(.*):[^:]*$'), 0
   for _, field in ipairs(redis.call('HKEYS', key)) do
     if string.sub(field, 1, #link) == link then
-      linked[key][head .. ':' .. string.sub(field, #link + 1)] = true
+      linked[key][head .. ':' .. string.sub(field, #link + 1)] = 'kept'
+      n = n + 1
     end
   end
   for _, other in ipairs(redis.call('SMEMBERS', sets .. string.match(key, '^[^:]*:[^:]*:(.*)$'))) do
-    linked[key][other] = true
+    if not linked[key][other] then linked[key][other] = 'new'; n = n + 1 end
   end
+  counts[key] = n
 end
 for _, v in ipairs(visitors) do
   for _, key in ipairs(v.keys) do
     for _, other in ipairs(v.keys) do
-      if other ~= key then linked[key][other] = true end
+      if other ~= key and not linked[key][other] and counts[key] < MAX_LINKS then
+        linked[key][other] = 'new'
+        counts[key] = counts[key] + 1
+      end
     end
   end
 end
@@ -137,11 +151,14 @@ end
 if ttl > 0 then
   for _, key in ipairs(involved) do
     local fields = {}
-    for other in pairs(linked[key]) do
-      fields[#fields + 1] = link .. string.match(other, '([^:]*)$')
-      fields[#fields + 1] = ''
+    for other, state in pairs(linked[key]) do
+      if state == 'new' then
+        fields[#fields + 1] = link .. string.match(other, '([^:]*)$')
+        fields[#fields + 1] = ''
+      end
     end
-    if #fields > 0 then hset(key, fields) end
+    if #fields > 0 then hset(key, fields)
+    elseif counts[key] > 0 then redis.call('EXPIRE', key, ttl) end
   end
   local fields, written = {}, {}  -- per key, what the visitors give it (the last value wins)
   for _, v in ipairs(visitors) do
@@ -184,7 +201,7 @@ for _, v in ipairs(visitors) do
   end
 end
 return answers
-"""
+""".replace("MAX_LINKS", str(MAX_LINKS))
 
 # Where links were kept before they moved into the visitor's hash: a set per key,
 # read until the last of them expires, 30 days after the upgrade.
