@@ -55,7 +55,9 @@ def test_a_rate_limit_spent_during_the_job_stops_its_claims(waiting, monkeypatch
 
     monkeypatch.setattr(batching, "claim", claim_then_spent)
     batching.deliver_pixel(waiting)
-    assert len(deliveries()) == 1  # the others wait for the reset, unclaimed
+    [held] = deliveries()  # the others wait for the reset, unclaimed
+    assert held.status == "retrying" and held.attempts == held.retries == 0
+    assert held.last_error == "X's rate limit for the connection is spent; sent again at its reset"
     assert sum(1 for i in items() if i.delivery_id is None) == 4500
     registry = queues.queue().scheduled_job_registry
     at = [registry.get_scheduled_time(job_id) for job_id in registry.get_job_ids()]
@@ -84,7 +86,7 @@ def test_a_batch_held_after_its_claim_waits_for_the_reset_and_spends_no_retry(
     [request] = fake_x.calls()
     assert request.status == 200 and request.received_at >= reset
     [sent] = deliveries()
-    assert (sent.status, sent.attempts, sent.retries) == ("delivered", 1, 0)
+    assert (sent.status, sent.attempts, sent.retries, sent.last_error) == ("delivered", 1, 0, None)
 
 
 def test_what_may_start_is_what_x_says_remains_less_the_requests_in_flight(x_app, ctx):

@@ -156,7 +156,7 @@ class _Attempt:
         ticket = uuid.uuid4().hex
         held = pacing.posting(self.connection.id, ticket)
         if held:
-            return Verdict("held", "X's rate limit is spent", retry_at=held)
+            return Verdict("held", HELD, retry_at=held)
         body = body_from(items)
         answer = client.Answer(None, {}, "", 0, "not sent")  # should signing raise
         try:
@@ -250,14 +250,21 @@ class _Attempt:
             db.session.commit()
 
 
+HELD = "X's rate limit for the connection is spent"
+
+
+def _wait_for_reset(delivery: Delivery, reset: float) -> None:
+    delivery.last_error = f"{HELD}; sent again at its reset"
+    retry_later(delivery, datetime.fromtimestamp(reset + random.uniform(0, 1), UTC))
+
+
 def _finish(delivery: Delivery, retry: Verdict | None, statuses: set[str] | None = None) -> None:
     """The delivery's status from its conversions' (`statuses` when the caller
     knows them), or its retry."""
     outstanding = bool((statuses or _statuses(delivery.id)) & set(OUTSTANDING))
     delays = current_app.config["XTAG_RETRY_DELAYS"]
     if outstanding and retry is not None and retry.kind == "held" and retry.retry_at:
-        # never posted: it goes at the reset and spends no retry
-        retry_later(delivery, datetime.fromtimestamp(retry.retry_at + random.uniform(0, 1), UTC))
+        _wait_for_reset(delivery, retry.retry_at)  # never posted: no retry spent
     elif outstanding and retry is not None and delivery.retries < len(delays):
         delay = delays[delivery.retries] * random.uniform(0.8, 1.2)
         at = time.time() + delay
@@ -345,7 +352,7 @@ def send(delivery_id: int, claimed: bool = False) -> str:
         return delivery.status
     held = pacing.held_until(connection.id)
     if held:
-        retry_later(delivery, datetime.fromtimestamp(held + random.uniform(0, 1), UTC))
+        _wait_for_reset(delivery, held)
         return delivery.status
     if not claimed and not _take(delivery):
         return delivery.status  # another worker is sending it, or already did
