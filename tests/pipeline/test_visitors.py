@@ -200,3 +200,16 @@ def test_an_order_nobody_identifies_in_its_window_is_dropped(app, shop_x, delive
     assert (dropped.outcome, dropped.reason) == ("dropped", "no_identifier")
     assert dropped.pixels == waiting.pixels != []
     assert db.session.scalar(select(func.count(DeliveryItem.id))) == 0
+
+
+def test_links_stored_before_the_bound_are_cut_to_it(app, site, work):
+    """A key linked to 500 others before links were bounded keeps MAX_LINKS
+    of them once its visitor is seen again."""
+    client = queues.redis_client(app)
+    anon = visitors.visitor_key(site.id, "anon", "a-6")
+    client.hset(anon, mapping={f"{visitors.LINK}{n:032x}": "" for n in range(500)} | {"t": "tw-6"})
+    post(app, site, "track", order(anonymousId="a-6"))
+    work()
+    assert events()[-1].identifiers["twclid"] == "tw-6"
+    fields = client.hkeys(anon)
+    assert sum(f.startswith(visitors.LINK.encode()) for f in fields) == visitors.MAX_LINKS

@@ -107,15 +107,23 @@ end
 
 local counts = {}  -- per key, its links: 'kept' in its hash, else 'new' (to write)
 for _, key in ipairs(involved) do
-  local head, n = string.match(key, '^(.*):[^:]*$'), 0
+  local head, n, extra = string.match(key, '^(.*):[^:]*$'), 0, {}
   for _, field in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(field, 1, #link) == link then
+    if string.sub(field, 1, #link) ~= link then
+    elseif n < MAX_LINKS then
       linked[key][head .. ':' .. string.sub(field, #link + 1)] = 'kept'
       n = n + 1
+    else
+      extra[#extra + 1] = field  -- linked before there was a bound
+    end
+  end
+  if ttl > 0 then
+    for start = 1, #extra, 1000 do
+      redis.call('HDEL', key, unpack(extra, start, math.min(start + 999, #extra)))
     end
   end
   for _, other in ipairs(redis.call('SMEMBERS', sets .. string.match(key, '^[^:]*:[^:]*:(.*)$'))) do
-    if not linked[key][other] then linked[key][other] = 'new'; n = n + 1 end
+    if not linked[key][other] and n < MAX_LINKS then linked[key][other] = 'new'; n = n + 1 end
   end
   counts[key] = n
 end
