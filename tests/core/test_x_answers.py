@@ -2,7 +2,14 @@
 
 import pytest
 
-from xtag.core.x_answers import RateLimit, classify, error_message, rate_limit
+from xtag.core.x_answers import (
+    LONGEST_WAIT,
+    RateLimit,
+    believable,
+    classify,
+    error_message,
+    rate_limit,
+)
 
 OK_BODY = (
     '{"request":{"params":{"account_id":"18ce552mlaq"}},'
@@ -53,6 +60,14 @@ def test_the_budget_is_read_from_any_answer_that_states_it():
     assert rate_limit(503, headers) == RateLimit(5, 1900000000.0)
     assert rate_limit(200, {"X-Rate-Limit-Remaining": "5"}) is None
     assert rate_limit(None, {}) is None  # no answer
+    assert rate_limit(200, {**headers, "X-Rate-Limit-Remaining": "nan"}) is None
+    assert classify(429, {"x-rate-limit-reset": "inf"}, "").retry_at is None
+
+
+def test_a_reset_further_than_x_windows_is_not_believed():
+    now = 1_900_000_000.0
+    assert believable(now + 900, now) == now + 900
+    assert believable(now * 1000, now) == now + LONGEST_WAIT  # milliseconds: not years
 
 
 def test_401_asks_for_a_refresh_403_404_are_terminal():

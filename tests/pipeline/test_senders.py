@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from sqlalchemy import select
 
 from tests.support.sending import order, send
-from tests.support.shop import deliveries, items, setup_shop
+from tests.support.shop import PIXEL, deliveries, items, setup_shop
 from xtag.extensions import db
 from xtag.models import Connection, Pixel
 from xtag.pipeline import batching, consuming, pacing, queues, sending
@@ -112,3 +113,41 @@ def answer(status: int, remaining: int, reset: float) -> client_api.Answer:
 def spend(connection_id: int, reset: float) -> None:
     """X's budget for the connection is spent until reset, as a 429 says."""
     pacing.answered(connection_id, "429", answer(429, remaining=0, reset=reset))
+
+
+def test_a_half_that_failed_keeps_its_retry_when_the_next_half_is_held(
+    x_app, client, ctx, fake_x, deliver
+):
+    """X rejects a batch (400), answers its first half 503 saying no request
+    remains, so the second half is not posted: the delivery spends a retry
+    for the 503, shows X's error, and goes again at the reset."""
+    site = setup_shop(fake_x)
+    send(client, site, [order(n) for n in range(500)])  # one full batch: sent at once
+    consuming.Consumer(x_app, name="w").drain()
+    reset = int(time.time()) + 3
+    fake_x.fail_next(400)
+    spent = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(reset)}
+    fake_x.fail_next(503, headers=spent)
+    batching.deliver_pixel(db.session.scalar(select(Pixel.id)))
+    assert [c.status for c in fake_x.calls()] == [400, 503]
+    [waiting] = deliveries()
+    assert (waiting.status, waiting.retries, waiting.attempts) == ("retrying", 1, 2)
+    assert waiting.last_error.startswith("HTTP 503")
+    assert waiting.next_retry_at.timestamp() >= reset
+    deliver()
+    assert len(fake_x.accepted(PIXEL)) == 500 and deliveries()[0].status == "delivered"
+
+
+def test_x_answer_is_recorded_even_when_redis_fails_to_keep_the_rate_limit(
+    x_app, client, ctx, fake_x, deliver, monkeypatch
+):
+    def redis_gone(*args):
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(pacing, "answered", redis_gone)
+    site = setup_shop(fake_x)
+    send(client, site, [order(1)])
+    deliver()
+    [sent] = deliveries()
+    assert (sent.status, sent.attempts) == ("delivered", 1)
+    assert [c.status for c in fake_x.calls()] == [200]  # never sent twice

@@ -7,6 +7,7 @@ returns a verdict; no HTTP, database or queue here.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -53,9 +54,21 @@ def error_message(body: str) -> str:
 
 def _number(value: str | None) -> float | None:
     try:
-        return float(value) if value not in (None, "") else None
+        number = float(value) if value not in (None, "") else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+# X's rate-limit windows are 15 minutes: a reset further off than this (in
+# milliseconds, say) is not believed, or one odd header would hold a
+# connection for years.
+LONGEST_WAIT = 16 * 60
+
+
+def believable(reset: float, now: float) -> float:
+    """A reset X announced, no further than LONGEST_WAIT from now."""
+    return min(reset, now + LONGEST_WAIT)
 
 
 def _header(headers: dict[str, str], name: str) -> float | None:

@@ -18,7 +18,7 @@ import time
 import redis
 from flask import current_app
 
-from xtag.core.x_answers import rate_limit
+from xtag.core.x_answers import believable, rate_limit
 from xtag.pipeline import queues
 from xtag.x_api import CONNECT_SECONDS, client
 
@@ -38,20 +38,19 @@ redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[1]) - tonumber(ARGV[3])))
 return false
 """
 
-# ARGV: the ticket, in flight since no earlier than, then X's remaining and
-# reset ('' when it did not say). Within a window X's budget only shrinks:
-# an answer read late does not raise what is left.
+# ARGV: the ticket, in flight since no earlier than, now, then X's remaining
+# and reset ('' when it did not say). A window already over says nothing of
+# what may start now (an answer read late); within a window X's budget only
+# shrinks: an answer read late does not raise what is left.
 _ANSWERED = """
 redis.call('ZREM', KEYS[2], ARGV[1])
-if ARGV[3] == '' then return 0 end
+if ARGV[4] == '' or tonumber(ARGV[5]) <= tonumber(ARGV[3]) then return 0 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
-local left = tonumber(ARGV[3]) - redis.call('ZCARD', KEYS[2])
-local reset = tonumber(ARGV[4])
+local left = tonumber(ARGV[4]) - redis.call('ZCARD', KEYS[2])
+local reset = tonumber(ARGV[5])
 local budget = redis.call('HMGET', KEYS[1], 'left', 'reset')
-local known = tonumber(budget[2])
-if known and known > reset then return 0 end
-if known == reset and tonumber(budget[1]) < left then left = tonumber(budget[1]) end
-redis.call('HSET', KEYS[1], 'left', left, 'reset', ARGV[4])
+if tonumber(budget[2]) == reset and tonumber(budget[1]) < left then left = tonumber(budget[1]) end
+redis.call('HSET', KEYS[1], 'left', left, 'reset', ARGV[5])
 redis.call('EXPIREAT', KEYS[1], math.floor(reset) + 1)
 return 0
 """
@@ -95,7 +94,7 @@ def posting(connection_id: int, ticket: str) -> float | None:
 def answered(connection_id: int, ticket: str, answer: client.Answer) -> None:
     """The request is over; what X said of the connection's budget is kept."""
     _, script = _scripts(queues.redis_client())
-    limit = rate_limit(answer.status, answer.headers)
-    args = [ticket, _in_flight_since(time.time())]
-    args += [limit.remaining, limit.reset] if limit else ["", ""]
+    limit, now = rate_limit(answer.status, answer.headers), time.time()
+    args = [ticket, _in_flight_since(now), now]
+    args += [limit.remaining, believable(limit.reset, now)] if limit else ["", ""]
     script(keys=_keys(connection_id), args=args)

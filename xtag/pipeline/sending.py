@@ -9,15 +9,17 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import redis
 import requests
 from flask import current_app
 from sqlalchemy import BigInteger, ColumnElement, Text, any_, cast, func, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from xtag.core.x_answers import Verdict, classify
+from xtag.core.x_answers import Verdict, believable, classify
 from xtag.extensions import db
 from xtag.models import Connection, Delivery, DeliveryAttempt, DeliveryItem, utcnow
 from xtag.pipeline import counters, credentials, pacing, queues
@@ -168,7 +170,7 @@ class _Attempt:
                 timeout=timeout(current_app.config["XTAG_X_TIMEOUT_SECONDS"]),
             )
         finally:
-            pacing.answered(self.connection.id, ticket, answer)
+            self.paced(ticket, answer)
         verdict = classify(answer.status, answer.headers, answer.body, answer.error)
         counters.X_REQUESTS.labels(counters.status_class(answer.status)).inc()
         counters.X_REQUEST_SECONDS.observe(answer.duration_ms / 1000)
@@ -187,6 +189,16 @@ class _Attempt:
                 return Verdict("unauthorized", str(exc))
             return self.post(items)
         return verdict
+
+    def paced(self, ticket: str, answer: client.Answer) -> None:
+        """What X said of the connection's budget, kept for pacing. If Redis
+        fails here, X's answer must still be recorded (else the batch would
+        be swept and sent again): the request then counts as in flight until
+        pacing forgets it."""
+        try:
+            pacing.answered(self.connection.id, ticket, answer)
+        except redis.RedisError as exc:
+            log.warning("connection %s: X's rate limit not kept: %s", self.connection.id, exc)
 
     def log(self, items, body: str, answer: client.Answer, verdict: Verdict) -> None:
         delivery = self.delivery
@@ -241,7 +253,7 @@ class _Attempt:
             _settle([i.id for i in items], "rejected", verdict.message)
             counters.CONVERSIONS_FAILED.labels(pixel, "rejected").inc(len(items))
         elif verdict.kind in ("retry", "held"):
-            self.retry = verdict
+            self.retry = _later(self.retry, verdict)
         else:  # 401 / 403 / 404 and other refusals: nothing will change by retrying
             _settle([i.id for i in items], "failed", verdict.message)
             counters.CONVERSIONS_FAILED.labels(pixel, "refused").inc(len(items))
@@ -251,6 +263,17 @@ class _Attempt:
 
 
 HELD = "X's rate limit for the connection is spent"
+
+
+def _later(kept: Verdict | None, new: Verdict) -> Verdict:
+    """One retry for the halves of a batch: a posted half's (it spends a
+    retry, and its error is the one to show) over a held one's, at the
+    latest time either asked for."""
+    if kept is None:
+        return new
+    chosen = new if kept.kind == "held" else kept
+    times = [v.retry_at for v in (kept, new) if v.retry_at]
+    return replace(chosen, retry_at=max(times, default=None))
 
 
 def _wait_for_reset(delivery: Delivery, reset: float) -> None:
@@ -269,7 +292,7 @@ def _finish(delivery: Delivery, retry: Verdict | None, statuses: set[str] | None
         delay = delays[delivery.retries] * random.uniform(0.8, 1.2)
         at = time.time() + delay
         if retry.retry_at:
-            at = max(at, retry.retry_at + random.uniform(0, 1))
+            at = max(at, believable(retry.retry_at, time.time()) + random.uniform(0, 1))
         delivery.retries += 1
         retry_at = datetime.fromtimestamp(at, UTC)
         if delivery.attempt_log:
