@@ -151,3 +151,19 @@ def test_x_answer_is_recorded_even_when_redis_fails_to_keep_the_rate_limit(
     [sent] = deliveries()
     assert (sent.status, sent.attempts) == ("delivered", 1)
     assert [c.status for c in fake_x.calls()] == [200]  # never sent twice
+
+
+def test_a_duplicate_retry_leaves_alone_a_delivery_another_worker_is_sending(
+    x_app, client, ctx, fake_x
+):
+    """RQ's scheduler and the sweep may both fire a delivery's retry: while
+    X's budget is spent, the late one must not mark a delivery that another
+    worker is sending as waiting."""
+    site = setup_shop(fake_x)
+    send(client, site, [order(n) for n in range(500)])
+    consuming.Consumer(x_app, name="w").drain()
+    delivery_id = batching.claim(db.session.scalar(select(Pixel.id)))  # being sent elsewhere
+    spend(db.session.scalar(select(Connection.id)), time.time() + 30)
+    assert sending.send(delivery_id) == "sending"
+    db.session.expire_all()
+    assert deliveries()[0].status == "sending"

@@ -373,12 +373,12 @@ def send(delivery_id: int, claimed: bool = False) -> str:
         delivery.last_error = "the pixel has no connection to X"
         _finish(delivery, None)
         return delivery.status
+    if not claimed and not _take(delivery):
+        return delivery.status  # another worker is sending it, or already did
     held = pacing.held_until(connection.id)
     if held:
         _wait_for_reset(delivery, held)
         return delivery.status
-    if not claimed and not _take(delivery):
-        return delivery.status  # another worker is sending it, or already did
     outstanding = _outstanding(delivery.id)
     try:
         attempt = _Attempt(delivery, connection)
