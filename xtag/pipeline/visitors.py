@@ -105,6 +105,12 @@ while i <= #ARGV do
   i = i + n + 3 + 2 * m
 end
 
+local function in_parts(command, key, values)  -- unpack takes a few thousand values at most
+  for start = 1, #values, 1000 do
+    redis.call(command, key, unpack(values, start, math.min(start + 999, #values)))
+  end
+end
+
 local counts = {}  -- per key, its links: 'kept' in its hash, else 'new' (to write)
 for _, key in ipairs(involved) do
   local head, n, extra = string.match(key, '^(.*):[^:]*$'), 0, {}
@@ -117,11 +123,7 @@ for _, key in ipairs(involved) do
       extra[#extra + 1] = field  -- linked before there was a bound
     end
   end
-  if ttl > 0 then
-    for start = 1, #extra, 1000 do
-      redis.call('HDEL', key, unpack(extra, start, math.min(start + 999, #extra)))
-    end
-  end
+  if ttl > 0 then in_parts('HDEL', key, extra) end
   for _, other in ipairs(redis.call('SMEMBERS', sets .. string.match(key, '^[^:]*:[^:]*:(.*)$'))) do
     if not linked[key][other] and n < MAX_LINKS then linked[key][other] = 'new'; n = n + 1 end
   end
@@ -149,10 +151,8 @@ for _, v in ipairs(visitors) do
   v.whole = whole
 end
 
-local function hset(key, pairs_)  -- in parts: unpack takes a few thousand values at most
-  for start = 1, #pairs_, 1000 do
-    redis.call('HSET', key, unpack(pairs_, start, math.min(start + 999, #pairs_)))
-  end
+local function hset(key, pairs_)
+  in_parts('HSET', key, pairs_)
   redis.call('EXPIRE', key, ttl)
 end
 
